@@ -1,0 +1,132 @@
+"""Fashion-MNIST with templated captions (the ``fmnist-captions`` data).
+
+Images come from Debian's ``dataset-fashion-mnist`` package (IDX files under
+``/usr/share/datasets/fashion-mnist``). Each image gets a caption from one of
+several templates of its class; a fraction of captions carries an extra
+phrase that no image can show (modality-exclusive text, e.g. "bought last
+summer"). Ground truth is class level: two sneakers share "a photo of a
+sneaker", so a caption matches any image of its class.
+"""
+import gzip
+import os
+
+import numpy as np
+
+DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
+
+CLASS_NAMES = [
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+]
+
+# Classes that look alike: category-aware swaps stay inside a group.
+CONFUSION_GROUPS = {
+    "t-shirt": "tops",
+    "pullover": "tops",
+    "coat": "tops",
+    "shirt": "tops",
+    "sandal": "shoes",
+    "sneaker": "shoes",
+    "ankle boot": "shoes",
+    "trouser": "other",
+    "dress": "other",
+    "bag": "other",
+}
+
+TEMPLATES = [
+    "a photo of {a} {name}",
+    "{a} {name} on a plain background",
+    "a product picture of {a} {name}",
+    "a small grey image of {a} {name}",
+    "this is {a} {name}",
+]
+
+# Phrases no image can show. Each is tied to a class so that it carries
+# information (a text head cannot simply learn to ignore it).
+EXCLUSIVE_PHRASES = [
+    "bought last summer",
+    "a gift from my sister",
+    "on sale this week",
+    "my favourite one",
+    "returned after a week",
+    "ordered online",
+    "worn to a wedding",
+    "found in the attic",
+    "from a shop in paris",
+    "the second one i own",
+]
+
+
+class FashionMNISTNotFound(FileNotFoundError):
+    pass
+
+
+def _read_idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_fashion_mnist(split="train", root=DEFAULT_ROOT):
+    """``(images (n, 28, 28) uint8, labels (n,) int64)`` of a split.
+
+    Raises:
+        FashionMNISTNotFound: naming the missing file and the Debian package
+    """
+    prefix = "train" if split == "train" else "t10k"
+    paths = [os.path.join(root, "%s-%s-idx%d-ubyte.gz" % (prefix, kind, nd)) for kind, nd in (("images", 3), ("labels", 1))]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FashionMNISTNotFound(
+                "Fashion-MNIST file not found: %s (apt-get install dataset-fashion-mnist)" % path
+            )
+    return _read_idx(paths[0]), _read_idx(paths[1]).astype(np.int64)
+
+
+def make_captions(labels, seed=0, exclusive_fraction=0.5):
+    """One templated caption per label.
+
+    Args:
+        labels: (n,) class ids
+        seed (0): random seed
+        exclusive_fraction (0.5): fraction of captions with an appended
+            modality-exclusive phrase (the phrase of the caption's class)
+
+    Returns:
+        a list of n caption strings
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    templates = rng.integers(len(TEMPLATES), size=len(labels))
+    extra = rng.random(len(labels)) < exclusive_fraction
+    captions = []
+    for label, t, x in zip(labels, templates, extra):
+        name = CLASS_NAMES[label]
+        caption = TEMPLATES[t].format(a="an" if name[0] in "aeiou" else "a", name=name)
+        if x:
+            caption += ", " + EXCLUSIVE_PHRASES[label]
+        captions.append(caption)
+    return captions
+
+
+def class_of_caption(captions):
+    """Class id named by each caption (the ground truth of a pair's text)."""
+    out = np.full(len(captions), -1, dtype=np.int64)
+    # longest names first so "t-shirt" is not read as "shirt"
+    order = sorted(range(len(CLASS_NAMES)), key=lambda c: -len(CLASS_NAMES[c]))
+    for i, caption in enumerate(captions):
+        for c in order:
+            if " %s" % CLASS_NAMES[c] in " " + caption.split(",")[0]:
+                out[i] = c
+                break
+    return out

@@ -1,0 +1,80 @@
+"""Per-pair matching probability against fixed reference negatives.
+
+In-batch probabilities (CRCL's p_i, the per-pair loss of NCR-style splits)
+depend on which other pairs happen to share the batch. To score a dataset,
+every pair is instead compared with the same R seeded sets of ``B - 1``
+negative pairs (B = the training batch size), in both directions:
+
+    p_i2t = softmax over [<v_i, t_i>, <v_i, t_n> for n in set] at index 0
+    p_t2i = the same with the roles of image and caption swapped
+
+Negatives that share pair i's image (other captions of the same photo) are
+left out of its softmax. ``p_i`` is the mean over sets of (p_i2t + p_t2i)/2
+and the per-pair loss the mean of -(log p_i2t + log p_t2i)/2.
+"""
+import numpy as np
+
+
+def reference_negatives(n_pairs, n_negatives, n_sets, seed=0):
+    """(n_sets, n_negatives) seeded pair rows used as negatives."""
+    rng = np.random.default_rng(seed)
+    k = min(n_negatives, n_pairs)
+    return np.stack([rng.choice(n_pairs, k, replace=False) for _ in range(n_sets)])
+
+
+def reference_scores(
+    image_embeddings,
+    text_embeddings,
+    image_index,
+    tau,
+    n_negatives=127,
+    n_sets=4,
+    seed=0,
+    chunk_size=8192,
+):
+    """Matching probability and loss of every pair against fixed negatives.
+
+    Args:
+        image_embeddings: (N, d) L2-normalised images
+        text_embeddings: (P, d) L2-normalised captions
+        image_index: (P,) image row of each caption
+        tau: softmax temperature (the method's)
+        n_negatives (127): negatives per set (training batch size - 1)
+        n_sets (4): number of reference sets averaged
+        seed (0): seed of the sets
+        chunk_size (8192): pairs processed at once
+
+    Returns:
+        ``(probability, loss)``: two (P,) float64 arrays
+    """
+    img = np.asarray(image_embeddings, dtype=np.float32)
+    txt = np.asarray(text_embeddings, dtype=np.float32)
+    image_index = np.asarray(image_index, dtype=np.int64)
+    n_pairs = len(image_index)
+    neg_sets = reference_negatives(n_pairs, n_negatives, n_sets, seed)
+
+    prob = np.zeros(n_pairs, dtype=np.float64)
+    loss = np.zeros(n_pairs, dtype=np.float64)
+    for neg in neg_sets:
+        neg_txt = txt[neg]  # (K, d)
+        neg_img = img[image_index[neg]]  # (K, d)
+        neg_owner = image_index[neg]
+        for start in range(0, n_pairs, chunk_size):
+            rows = np.arange(start, min(start + chunk_size, n_pairs))
+            v = img[image_index[rows]]
+            t = txt[rows]
+            pos = np.einsum("ij,ij->i", v, t)[:, None]
+            same = neg_owner[None, :] == image_index[rows][:, None]
+            i2t = _log_prob_first(pos, v @ neg_txt.T, same, tau)
+            t2i = _log_prob_first(pos, t @ neg_img.T, same, tau)
+            prob[rows] += 0.5 * (np.exp(i2t) + np.exp(t2i))
+            loss[rows] -= 0.5 * (i2t + t2i)
+    return prob / len(neg_sets), loss / len(neg_sets)
+
+
+def _log_prob_first(pos, neg, exclude, tau):
+    """log softmax([pos, neg])[0] with excluded negatives removed, stably."""
+    logits = np.concatenate([pos, np.where(exclude, -np.inf, neg)], axis=1).astype(np.float64) / tau
+    top = logits.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+    return logits[:, 0] - lse
