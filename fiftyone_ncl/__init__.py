@@ -20,20 +20,38 @@ from fiftyone_ncl.correspondence import (
     list_runs,
     load_run_results,
     rename_run,
+)
+from fiftyone_ncl.visualize import (
+    compute_visualizations,
+    confidence_figure,
+    embedding_spaces,
+    plot_confidence,
+)
+from fiftyone_ncl.review import (
+    accept_suggestions,
+    restore_captions,
+    save_suspects_view,
     suspects_view,
     tag_mismatches,
     untag_mismatches,
 )
 
 __all__ = [
+    "accept_suggestions",
     "compute_correspondence",
+    "compute_visualizations",
+    "confidence_figure",
+    "embedding_spaces",
     "delete_run",
     "evaluate",
     "get_run_info",
     "list_methods",
     "list_runs",
+    "plot_confidence",
     "load_run_results",
     "rename_run",
+    "restore_captions",
+    "save_suspects_view",
     "suspects_view",
     "tag_mismatches",
     "untag_mismatches",

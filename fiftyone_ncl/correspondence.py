@@ -10,11 +10,10 @@ import numpy as np
 
 import fiftyone as fo
 import fiftyone.core.fields as fof
-from fiftyone import ViewField as F
 
 from fiftyone_ncl.core.methods import CorrespondenceMethod, build_method, get_method_class
 from fiftyone_ncl.core.metrics import detection_metrics
-from fiftyone_ncl.core.suggestions import suggest_captions
+from fiftyone_ncl.core.suggestions import suggest_captions, suggestion_candidates
 from fiftyone_ncl.fo.embeddings import gather_inputs
 from fiftyone_ncl.fo.pairs import read_pairs
 from fiftyone_ncl.fo.progress import PhasedProgress
@@ -32,7 +31,6 @@ from fiftyone_ncl.utils import to_jsonable
 logger = logging.getLogger(__name__)
 
 DEFAULT_METHOD = "gmm"
-DEFAULT_TAG = "suspected_mismatch"
 
 
 def checkpoint_path(samples, run_key):
@@ -55,6 +53,14 @@ def _check_new_run_key(samples, run_key, overwrite):
                 "or choose another run_key" % (run_key, samples._dataset.name)
             )
         check_run(samples, run_key)
+        return
+    schema = samples._dataset.get_field_schema()
+    taken = [field_name(run_key, s) for s in ("confidence", "noisy", "similarity") if field_name(run_key, s) in schema]
+    if taken:
+        raise ValueError(
+            "fields %s already exist and do not belong to a run; choose another run_key"
+            % ", ".join(taken)
+        )
 
 
 def _resolve_method(method, model, method_kwargs):
@@ -90,6 +96,7 @@ def compute_correspondence(
     suggest=True,
     max_suggestion_candidates=100_000,
     save_checkpoint=None,
+    store_embeddings=False,
     overwrite=False,
     batch_size=None,
     image_size=28,
@@ -132,9 +139,13 @@ def compute_correspondence(
         threshold (0.5): pairs with confidence below it are flagged noisy
         suggest (True): compute ``{key}_suggestion`` for flagged samples
         max_suggestion_candidates (100000): bound on the captions searched for
-            suggestions (a seeded random subset of the clean ones)
+            suggestions (all flagged ones plus a seeded random subset of the
+            others)
         save_checkpoint (None): where to save a trained model; None = under
             the FiftyOne dataset dir, False = do not save
+        store_embeddings (False): also store the method's image and caption
+            embeddings as ``{key}_emb_image`` / ``{key}_emb_text`` (for
+            :func:`fiftyone_ncl.compute_visualizations`)
         overwrite (False): replace an existing run with the same key
         batch_size (None): encoder batch size
         image_size (28): image side for pixel towers (``towers="cnn"``)
@@ -211,8 +222,13 @@ def compute_correspondence(
         noisy=noisy,
         label=None if scores.label is None else np.asarray(scores.label, dtype=np.float32),
         suggestion_index=suggestion_index,
+        calibration_score=None if scores.calibration_score is None else np.asarray(scores.calibration_score, dtype=np.float32),
         info=to_jsonable(scores.info),
     )
+    if store_embeddings:
+        scores.vectors = dict(scores.vectors or {})
+        scores.vectors.setdefault("emb_image", scores.image_embeddings)
+        scores.vectors.setdefault("emb_text", scores.text_embeddings)
     _write_run(samples, run_key, pairs, scores, results, gathered, ncl_method, ckpt, loaded_from)
     phases.done("write", "done")
     logger.info(
@@ -240,14 +256,12 @@ def _suggestions(pairs, scores, noisy, max_candidates):
     out = np.full(pairs.n_images, -1, dtype=np.int64)
     if len(flagged_samples) == 0:
         return out
-    candidates = ~noisy if (~noisy).any() else None
     best, _ = suggest_captions(
         scores.image_embeddings,
         scores.text_embeddings,
         pairs.image_index,
         flagged_samples,
-        candidates=candidates,
-        max_candidates=max_candidates,
+        candidates=suggestion_candidates(noisy, max_candidates),
     )
     out[flagged_samples] = best
     return out
@@ -311,6 +325,17 @@ def _write_run(samples, run_key, pairs, scores, results, gathered, ncl_method, c
     is_view = len(samples) != len(samples._dataset)
     if run_key in samples.list_brain_runs():
         old_fields = [field_name(run_key, s) for s in samples.get_brain_info(run_key).config.fields]
+
+    schema = samples._dataset.get_field_schema()
+    clash = [
+        field_name(run_key, s) for s in results.config.fields
+        if field_name(run_key, s) in schema and field_name(run_key, s) not in old_fields
+    ]
+    if clash:
+        raise ValueError(
+            "fields %s already exist and do not belong to run %r; choose another run_key"
+            % (", ".join(clash), run_key)
+        )
 
     tmp_ckpt = None
     if ckpt is not None and loaded_from is None:
@@ -411,51 +436,6 @@ def delete_run(samples, run_key="ncl"):
     samples._dataset.delete_brain_run(run_key)
 
 
-def tag_mismatches(samples, run_key="ncl", threshold=None, top_k=None, tag=DEFAULT_TAG):
-    """Tags the samples a run judged mismatched.
-
-    Args:
-        samples: a dataset or view (only its samples are tagged)
-        run_key ("ncl"): the run
-        threshold (None): tag samples whose confidence is below this; default
-            the run's threshold
-        top_k (None): instead, tag the ``top_k`` lowest-confidence samples
-        tag ("suspected_mismatch"): the tag
-
-    Returns:
-        the number of samples carrying the tag among those selected
-    """
-    config = check_run(samples, run_key)
-    conf = field_name(run_key, "confidence")
-    if top_k is not None and threshold is not None:
-        raise ValueError("pass either threshold or top_k, not both")
-    if top_k is not None:
-        if int(top_k) < 1:
-            raise ValueError("top_k must be a positive integer, got %r" % top_k)
-        selected = samples.exists(conf).sort_by(conf).limit(int(top_k))
-    else:
-        thr = config.threshold if threshold is None else float(threshold)
-        selected = samples.match(F(conf) < thr)
-    selected.tag_samples(tag)
-    return len(selected)
-
-
-def untag_mismatches(samples, tag=DEFAULT_TAG):
-    """Removes ``tag`` from the samples; returns how many carried it."""
-    tagged = samples.match_tags(tag)
-    n = len(tagged)
-    tagged.untag_samples(tag)
-    return n
-
-
-def suspects_view(samples, run_key="ncl", threshold=None):
-    """The flagged samples of a run, lowest confidence first."""
-    config = check_run(samples, run_key)
-    conf = field_name(run_key, "confidence")
-    thr = config.threshold if threshold is None else float(threshold)
-    return samples.match(F(conf) < thr).sort_by(conf)
-
-
 def evaluate(samples, run_key, truth_field):
     """Detection quality of a run against known mismatches.
 
@@ -496,9 +476,6 @@ __all__ = [
     "rename_run",
     "delete_run",
     "list_runs",
-    "tag_mismatches",
-    "untag_mismatches",
-    "suspects_view",
     "evaluate",
     "get_method_class",
 ]

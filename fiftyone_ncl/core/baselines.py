@@ -47,6 +47,7 @@ class CosineMethod(CorrespondenceMethod):
     name = "cosine"
     config_cls = BaselineConfig
     trains = False
+    form_options = ("train_heads", "epochs", "device")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -101,9 +102,11 @@ class CosineMethod(CorrespondenceMethod):
         confidence, info = self.confidence_from_similarity(sim)
         info["space"] = "infonce-heads" if self.model is not None else "given"
         info["history"] = list(self.history)
+        info["calibration_input"] = "similarity"
         return PairScores(
             confidence=confidence,
             similarity=sim,
+            calibration_score=sim,
             image_embeddings=img,
             text_embeddings=txt,
             info=info,

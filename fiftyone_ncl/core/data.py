@@ -102,6 +102,9 @@ class PairScores:
             suggestions and retrieval)
         text_embeddings: (P, d) L2-normalised captions in that space
         label: optional (P,) soft correspondence label (CRCL's SCC label)
+        calibration_score: optional (P,) the score the clean/noisy mixture was
+            fitted to (similarity, or a per-pair loss); ``info`` names it under
+            ``"calibration_input"``
         vectors: optional extra embeddings to export, name -> array with N
             (image side) or P (caption side) rows
         info: method-specific statistics (training history, diagnostics,
@@ -113,5 +116,6 @@ class PairScores:
     image_embeddings: np.ndarray
     text_embeddings: np.ndarray
     label: np.ndarray = None
+    calibration_score: np.ndarray = None
     vectors: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)

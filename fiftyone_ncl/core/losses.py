@@ -10,8 +10,10 @@ import torch.nn.functional as F
 
 
 def similarity_logits(v, t, tau):
-    """(B, B) logits ``<v_i, t_j> / tau`` in float32 (rows = images)."""
-    return (v.float() @ t.float().T) / tau
+    """(B, B) logits ``<v_i, t_j> / tau`` in float32 (rows = images), also
+    under autocast (which would otherwise run the matmul in fp16/bf16)."""
+    with torch.autocast(device_type=v.device.type, enabled=False):
+        return (v.float() @ t.float().T) / tau
 
 
 def infonce(v, t, tau, positives=None, weights=None, reduction="mean"):

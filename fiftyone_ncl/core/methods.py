@@ -81,6 +81,8 @@ class CorrespondenceMethod:
     name = None
     config_cls = None
     trains = False
+    # config options the App's form exposes (the rest keep their defaults)
+    form_options = ("device", "seed")
 
     def __init__(self, **kwargs):
         self.config = make_config(self.config_cls, kwargs, self.name)

@@ -3,14 +3,32 @@ elsewhere in the collection that matches it best."""
 import numpy as np
 
 
+def suggestion_candidates(noisy, max_candidates=None, seed=0):
+    """Which captions to search for suggestions; None means all of them.
+
+    Flagged captions always stay candidates: when captions were swapped, the
+    right caption for a flagged image usually sits on another flagged pair.
+    Beyond ``max_candidates`` captions, all flagged ones plus a seeded random
+    subset of the others are kept, which bounds the search on very large
+    collections.
+    """
+    noisy = np.asarray(noisy, dtype=bool)
+    if max_candidates is None or len(noisy) <= max_candidates:
+        return None
+    mask = noisy.copy()
+    clean = np.flatnonzero(~noisy)
+    room = max(0, int(max_candidates) - int(noisy.sum()))
+    rng = np.random.default_rng(seed)
+    mask[rng.choice(clean, min(room, len(clean)), replace=False)] = True
+    return mask
+
+
 def suggest_captions(
     image_embeddings,
     text_embeddings,
     image_index,
     query_images,
     candidates=None,
-    max_candidates=None,
-    seed=0,
     chunk_size=1024,
 ):
     """Best-matching caption for each query image, never one of its own.
@@ -20,13 +38,8 @@ def suggest_captions(
         text_embeddings: (P, d) L2-normalised captions
         image_index: (P,) image row of each caption
         query_images: (Q,) image rows to find captions for
-        candidates (None): optional (P,) bool mask of captions that may be
-            suggested (e.g. the pairs judged clean: a caption that is itself
-            suspicious makes a poor suggestion). Default: all
-        max_candidates (None): if more candidates remain, a seeded random
-            subset of this size is searched, which bounds the cost on very
-            large collections
-        seed (0): seed of that subset
+        candidates (None): optional (P,) bool mask of the captions that may
+            be suggested (see :func:`suggestion_candidates`). Default: all
         chunk_size (1024): query images scored at once
 
     Returns:
@@ -36,9 +49,6 @@ def suggest_captions(
     query_images = np.asarray(query_images, dtype=np.int64)
     image_index = np.asarray(image_index, dtype=np.int64)
     pool = np.arange(len(image_index)) if candidates is None else np.flatnonzero(candidates)
-    if max_candidates is not None and len(pool) > max_candidates:
-        rng = np.random.default_rng(seed)
-        pool = np.sort(rng.choice(pool, max_candidates, replace=False))
 
     best = np.full(len(query_images), -1, dtype=np.int64)
     best_score = np.full(len(query_images), np.nan, dtype=np.float32)

@@ -12,7 +12,7 @@ Encoders are given as objects or as short spec strings:
 Precomputed embeddings are read from sample fields by :mod:`fiftyone_ncl.fo`.
 """
 from fiftyone_ncl.encoders.base import Encoder, normalize_rows
-from fiftyone_ncl.encoders.openclip import CaptionTruncationWarning, OpenClipEncoder
+from fiftyone_ncl.encoders.openclip import CaptionTruncationWarning, OpenClipEncoder, default_pretrained
 from fiftyone_ncl.encoders.pixels import PixelEncoder, load_pixels
 from fiftyone_ncl.encoders.text import SentenceTransformerEncoder
 
@@ -31,9 +31,7 @@ def get_encoder(spec, device="auto"):
         if pretrained == "random":
             pretrained = None
         elif not pretrained:
-            from fiftyone_ncl.encoders.openclip import DEFAULT_PRETRAINED
-
-            pretrained = DEFAULT_PRETRAINED
+            pretrained = default_pretrained(model)
         return OpenClipEncoder(model, pretrained, device=device)
     if kind == "sentence-transformers":
         return SentenceTransformerEncoder(rest or None, device=device)

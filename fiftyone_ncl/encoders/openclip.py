@@ -14,6 +14,17 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 _CHECKPOINT_EXTS = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
+def default_pretrained(model_name):
+    """The pretrained tag used when none is named: LAION-2B for ViT-B-32,
+    otherwise the first tag open_clip lists for the model."""
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if DEFAULT_PRETRAINED in tags or not tags:
+        return DEFAULT_PRETRAINED
+    return tags[0]
+
+
 class CaptionTruncationWarning(UserWarning):
     """Captions longer than the text tower's context were cut."""
 

@@ -65,11 +65,13 @@ class SentenceTransformerEncoder(Encoder):
 
         from fiftyone_ncl.core.training import resolve_device
 
+        kwargs = {}
         path = self.model
-        if path is None:
-            path = bundled_minilm_path()
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        self._model = SentenceTransformer(str(path), device=str(resolve_device(self.device_name)))
+        if path is None or os.path.isdir(str(path)):
+            # a local model: never reach for the hub
+            path = path or bundled_minilm_path()
+            kwargs["local_files_only"] = True
+        self._model = SentenceTransformer(str(path), device=str(resolve_device(self.device_name)), **kwargs)
 
     def embed_texts(self, texts, batch_size=None, progress=True):
         self._load()

@@ -52,7 +52,7 @@ def string_fields(samples):
     """Names of the collection's caption-like fields: strings or lists of strings."""
     names = []
     for name, field in samples.get_field_schema().items():
-        if _caption_kind(field) is not None and name != "filepath":
+        if _caption_kind(field) is not None and name not in ("filepath", "tags"):
             names.append(name)
     return names
 

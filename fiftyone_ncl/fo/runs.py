@@ -89,6 +89,18 @@ class Correspondence(fob.BrainMethod):
             raise ValueError("fields %s already exist" % ", ".join(clash))
         if mapping:
             dataset.rename_sample_fields(mapping)
+        # visualizations made for this run follow its key
+        renamed = {}
+        for space, viz_key in self.config.visualization_keys.items():
+            new_key = viz_key
+            if viz_key.startswith(brain_key + "_"):
+                new_key = new_brain_key + viz_key[len(brain_key):]
+                if viz_key in dataset.list_brain_runs() and new_key not in dataset.list_brain_runs():
+                    dataset.rename_brain_run(viz_key, new_key)
+            renamed[space] = new_key
+        if renamed != self.config.visualization_keys:
+            self.config.visualization_keys = renamed
+            self.update_run_config(samples, brain_key, self.config)
 
     def cleanup(self, samples, brain_key):
         dataset = samples._dataset
@@ -114,6 +126,7 @@ class CorrespondenceResults(fob.BrainResults):
         label: (P,) CRCL's soft label, or None
         suggestion_index: (N,) pair row of the suggested caption per sample
             (-1 where none)
+        calibration_score: (P,) what the clean/noisy mixture was fitted to
         info: method statistics (history, calibration, diagnostics)
         metrics: detection metrics against known truth, when evaluated
     """
@@ -127,6 +140,7 @@ class CorrespondenceResults(fob.BrainResults):
         "noisy",
         "label",
         "suggestion_index",
+        "calibration_score",
     )
 
     def __init__(
@@ -142,6 +156,7 @@ class CorrespondenceResults(fob.BrainResults):
         noisy,
         label=None,
         suggestion_index=None,
+        calibration_score=None,
         info=None,
         metrics=None,
         backend=None,
@@ -155,6 +170,7 @@ class CorrespondenceResults(fob.BrainResults):
         self.noisy = np.asarray(noisy, dtype=bool)
         self.label = None if label is None else np.asarray(label)
         self.suggestion_index = None if suggestion_index is None else np.asarray(suggestion_index)
+        self.calibration_score = None if calibration_score is None else np.asarray(calibration_score)
         self.info = info or {}
         self.metrics = metrics or {}
 
@@ -212,6 +228,7 @@ class CorrespondenceResults(fob.BrainResults):
             noisy=arr("noisy"),
             label=arr("label"),
             suggestion_index=arr("suggestion_index"),
+            calibration_score=arr("calibration_score"),
             info=d.get("info"),
             metrics=d.get("metrics"),
         )

@@ -1,0 +1,134 @@
+"""CRCL's Active Complementary Loss (ACL), as in the official code.
+
+Reference: Qin et al., "Cross-modal Active Complementary Learning with
+Self-refining Correspondence", NeurIPS 2023; ``CRCL.train_self`` in
+QinYang79/CRCL (see ``reference/crcl-method.md``, section 3).
+
+For a batch of B pairs with (B, B) logits ``S / tau`` (rows = images,
+columns = captions) and one detached soft label ``y_i`` per pair:
+
+* ``P^{i2t}`` = row softmax of the logits, ``P^{t2i}`` = row softmax of their
+  transpose (row i = caption i's distribution over the images);
+* active term, both directions added: ``A_i = -log P^{i2t}_ii - log P^{t2i}_ii``;
+* complementary term with ``q_i = 1 - y_i``, both directions added::
+
+      C_i = sum_{j != i} tan(P_ij) / (sum_j tan(P_ij)) ** q_i     (per direction)
+
+* loss ``mean(y * A) + lam * mean(C)`` (``lam = 5`` in the official code).
+
+Everything is computed from ``log_softmax`` in float32 with autocast disabled,
+so the loss is safe under fp16/bf16 autocast: no raw ``exp(S / tau)`` (e^20
+at tau = 0.05, beyond fp16's range) is ever formed. The official code's
+``eps = 1e-10`` in the softmax denominator only guards its plain-exp softmax
+against a zero denominator; ``log_softmax`` subtracts the row maximum, so the
+denominator is >= 1 and no eps is needed (its effect on the official values is
+below 1e-10 relative anyway).
+"""
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from fiftyone_ncl.core.losses import similarity_logits
+
+
+class ACLTerms(NamedTuple):
+    """Output of :func:`acl_from_logits`.
+
+    Attributes:
+        loss: scalar ``mean(y * active) + lam * mean(complementary)``
+        active: (B,) per-pair active term A_i (both directions, unweighted)
+        complementary: (B,) per-pair complementary term C_i (both directions,
+            without the factor ``lam``)
+        p: (B,) detached in-batch matching probability
+            ``(P^{i2t}_ii + P^{t2i}_ii) / 2`` (SCC's estimate)
+    """
+
+    loss: torch.Tensor
+    active: torch.Tensor
+    complementary: torch.Tensor
+    p: torch.Tensor
+
+
+def _no_autocast(device):
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def in_batch_log_probs(logits, exclude=None):
+    """Row log-softmaxes of both directions, in float32.
+
+    Args:
+        logits: (B, B) ``S / tau``, rows = images, columns = captions
+        exclude (None): optional (B, B) bool mask of off-diagonal entries to
+            leave out of both softmaxes (e.g. another caption of the same
+            image: a false negative). The diagonal is never excluded
+
+    Returns:
+        ``(log_p_i2t, log_p_t2i)``, each (B, B); row i of ``log_p_t2i`` is
+        caption i's log-distribution over the images
+    """
+    with _no_autocast(logits.device):
+        logits = logits.float()
+        if exclude is not None:
+            eye = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+            logits = logits.masked_fill(exclude & ~eye, float("-inf"))
+        return F.log_softmax(logits, dim=1), F.log_softmax(logits.T, dim=1)
+
+
+def acl_direction(log_p, q):
+    """Active and complementary terms of one direction.
+
+    Args:
+        log_p: (B, B) row log-probabilities; the diagonal holds the positives
+        q: (B,) exponents of the complementary normaliser (``1 - y``)
+
+    Returns:
+        ``(active, complementary)``: two (B,) tensors,
+        ``-log P_ii`` and ``sum_{j != i} tan(P_ij) / (sum_j tan(P_ij)) ** q_i``
+    """
+    with _no_autocast(log_p.device):
+        log_p = log_p.float()
+        eye = torch.eye(len(log_p), dtype=torch.bool, device=log_p.device)
+        tan_p = torch.tan(log_p.exp())  # P in [0, 1]: tan is finite, increasing
+        numerator = tan_p.masked_fill(eye, 0.0).sum(dim=1)
+        # sum_j tan(P_ij) >= sum_j P_ij = 1, so the power never blows up
+        denominator = tan_p.sum(dim=1)
+        return -log_p.diagonal(), numerator / denominator.pow(q.float())
+
+
+def acl_from_logits(logits, y, lam=5.0, exclude=None):
+    """ACL over a batch, from its (B, B) logits ``S / tau``.
+
+    Args:
+        logits: (B, B) similarity logits (rows = images, columns = captions)
+        y: (B,) soft correspondence labels in [0, 1] (detached here)
+        lam (5.0): weight of the complementary term
+        exclude (None): see :func:`in_batch_log_probs`
+
+    Returns:
+        an :class:`ACLTerms`
+    """
+    with _no_autocast(logits.device):
+        y = torch.as_tensor(y, device=logits.device).detach().float()
+        q = 1.0 - y
+        log_i2t, log_t2i = in_batch_log_probs(logits, exclude)
+        a_i2t, c_i2t = acl_direction(log_i2t, q)
+        a_t2i, c_t2i = acl_direction(log_t2i, q)
+        active = a_i2t + a_t2i
+        complementary = c_i2t + c_t2i
+        loss = (y * active).mean() + lam * complementary.mean()
+        p = 0.5 * (log_i2t.diagonal().exp() + log_t2i.diagonal().exp())
+        return ACLTerms(loss, active, complementary, p.detach())
+
+
+def acl_loss(v, t, y, tau, lam=5.0, exclude=None):
+    """ACL of B pairs from L2-normalised embeddings ``v`` (B, d) and ``t``
+    (B, d); see :func:`acl_from_logits`."""
+    return acl_from_logits(similarity_logits(v, t, tau), y, lam=lam, exclude=exclude)
+
+
+@torch.no_grad()
+def matching_probability(logits, exclude=None):
+    """(B,) detached ``(P^{i2t}_ii + P^{t2i}_ii) / 2`` (CRCL's p_i)."""
+    log_i2t, log_t2i = in_batch_log_probs(logits, exclude)
+    return 0.5 * (log_i2t.diagonal().exp() + log_t2i.diagonal().exp())

@@ -1,0 +1,390 @@
+"""CRCL: Active Complementary Loss + Self-refining Correspondence Correction.
+
+Qin et al., NeurIPS 2023; semantics of the official code (QinYang79/CRCL,
+``model/CRCL.py`` and ``train.py``), see ``reference/crcl-method.md``.
+
+* ACL (:mod:`fiftyone_ncl.core.acl`): in-batch active + complementary loss
+  weighted by one soft label per caption.
+* SCC (:func:`scc_update`): labels start at 1; in each stage the first
+  ``warmup_epochs`` epochs keep them frozen, afterwards every visit of a
+  caption (once per epoch) applies ``y = alpha * y_last + (1 - alpha) * p``
+  and the cut ``y := 0 where y < cut``; the post-cut y weights that step's
+  loss and is written back. At the last warm-up epoch of stage 0 the stored
+  label is the raw p instead (labels initialised from the warmed-up model).
+* Self-refining stages: every stage trains a network built from scratch (new
+  random init, new AdamW state, LR schedule restarted) and only the labels
+  are carried over.
+
+Deviations from the official code, all deliberate:
+
+* No validation-based model selection (there is no validation split when
+  curating a collection): the model of the last epoch of the last stage is
+  kept.
+* ``mask_same_image`` (default True): other captions of the *same* image in a
+  batch are left out of both in-batch softmaxes (they are false negatives).
+  With one caption per image (Flickr30K-style batches almost never hold two)
+  this changes nothing; on small multi-caption collections it keeps clean
+  pairs from being pushed apart and from getting p ~ 1/2.
+* Seeded: stage k rebuilds its network after ``seed_everything(stage_seed(seed, k))``.
+"""
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fiftyone_ncl.core.acl import acl_from_logits, matching_probability
+from fiftyone_ncl.core.losses import similarity_logits
+from fiftyone_ncl.core.alignment import DeviceInputs, encode_all
+from fiftyone_ncl.core.calibration import clean_probability
+from fiftyone_ncl.core.data import PairData, PairScores
+from fiftyone_ncl.core.methods import CorrespondenceMethod, pair_similarity, register_method
+from fiftyone_ncl.core.nets import build_dual_encoder
+from fiftyone_ncl.core.reference import reference_scores
+from fiftyone_ncl.core.training import (
+    Progress,
+    Stepper,
+    TrainConfig,
+    amp_dtype,
+    autocast,
+    epoch_batches,
+    make_optimizer,
+    resolve_device,
+    same_image_mask,
+    seed_everything,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# SCC ---------------------------------------------------------------------
+
+
+def scc_update(y_last, p, alpha=0.8, cut=0.1, frozen=False, store_raw=False):
+    """One SCC visit of a set of captions (``CRCL.train_self``).
+
+    Computed in float32 like the official code (labels go through a float32
+    tensor there), so boundary cases match it: e.g. a zeroed label comes back
+    with ``p = 0.5`` exactly, since ``float32(0.2) * 0.5 == float32(0.1)``
+    is not below the cut.
+
+    Args:
+        y_last: (n,) stored labels of the captions
+        p: (n,) their in-batch matching probabilities
+        alpha (0.8): momentum of the old label
+        cut (0.1): labels below it become 0 (None or 0: no cut)
+        frozen (False): warm-up epoch: keep ``y_last`` (the cut still
+            applies, as in the official code; stored labels are already cut,
+            so it only matters for labels that were never cut)
+        store_raw (False): the last warm-up epoch of stage 0: store the raw
+            p (not thresholded) instead of the weight
+
+    Returns:
+        ``(weight, stored)``: (n,) float32 loss weights of this step and the
+        labels to write back
+    """
+    y_last = np.asarray(y_last, dtype=np.float32)
+    p = np.asarray(p, dtype=np.float32)
+    y = y_last.copy() if frozen else np.float32(alpha) * y_last + np.float32(1.0 - alpha) * p
+    if cut:
+        y[y < np.float32(cut)] = 0.0
+    return y, (p.copy() if store_raw else y)
+
+
+def scc_phase(stage, epoch, warmup_epochs):
+    """``(frozen, store_raw)`` for an epoch of a stage (see :func:`scc_update`)."""
+    return epoch < warmup_epochs, stage == 0 and epoch == warmup_epochs - 1
+
+
+def label_stats(labels, bins=10):
+    """Summary of soft labels: mean, fraction zeroed, fraction below 0.5 and
+    a histogram over [0, 1]."""
+    labels = np.asarray(labels, dtype=np.float64)
+    return {
+        "label_mean": float(labels.mean()) if labels.size else None,
+        "label_zero_fraction": float((labels == 0).mean()) if labels.size else None,
+        "label_below_half": float((labels < 0.5).mean()) if labels.size else None,
+        "label_histogram": np.histogram(np.clip(labels, 0, 1), bins=bins, range=(0.0, 1.0))[0].tolist(),
+    }
+
+
+def stage_seed(seed, stage):
+    """Seed used before building stage ``stage``'s network (stage 0: ``seed``)."""
+    return int(seed) + 1000 * int(stage)
+
+
+def data_fingerprint(data):
+    """A hash of a :class:`PairData`'s inputs, to recognise the training data."""
+    h = hashlib.blake2b(digest_size=16)
+    for array in (data.image_index, data.texts, data.images):
+        array = np.ascontiguousarray(array)
+        h.update(("%s%s" % (array.dtype.str, array.shape)).encode())
+        h.update(memoryview(array).cast("B"))
+    return h.hexdigest()
+
+
+# method --------------------------------------------------------------------
+
+
+@dataclass
+class CRCLConfig(TrainConfig):
+    """Options of CRCL; defaults are the official code's.
+
+    Attributes:
+        stages: post-warm-up epochs of each self-refining stage (official
+            ``--schedules 6,6,6,25``); stage k runs ``warmup_epochs +
+            stages[k]`` epochs. An int k is a shortcut for k equal stages of
+            ``epochs`` epochs; otherwise ``epochs`` is ignored
+        warmup_epochs: epochs per stage with frozen labels (2)
+        alpha: momentum of the label update (0.8)
+        cut: labels below it are set to 0 (0.1; 0 disables)
+        lam: weight of the complementary term (5, hard-coded officially)
+        lr_update: LR x0.1 every ``lr_update`` epochs, counted within a stage
+            and including warm-up (official 15: the 8-epoch refining stages
+            never decay, the long final stage decays once); None: constant LR
+        mask_same_image: leave other captions of the same image out of the
+            in-batch softmaxes (see the module docstring)
+        reference_sets: number of seeded negative sets used to score
+    """
+
+    stages: tuple = (6, 6, 6, 25)
+    warmup_epochs: int = 2
+    alpha: float = 0.8
+    cut: float = 0.1
+    lam: float = 5.0
+    lr_update: int = 15
+    mask_same_image: bool = True
+    reference_sets: int = 4
+
+    def __post_init__(self):
+        if isinstance(self.stages, (int, np.integer)) and not isinstance(self.stages, bool):
+            self.stages = (int(self.epochs),) * int(self.stages)
+        self.stages = tuple(int(s) for s in self.stages)
+        if not self.stages or min(self.stages) < 0:
+            raise ValueError("stages must be a non-empty list of epochs >= 0, got %r" % (self.stages,))
+        if self.warmup_epochs < 0:
+            raise ValueError("warmup_epochs must be >= 0")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError("alpha must be in [0, 1]")
+        if not 0.0 <= (self.cut or 0.0) < 1.0:
+            raise ValueError("cut must be in [0, 1)")
+        if self.lr_update is not None and self.lr_update < 1:
+            raise ValueError("lr_update must be >= 1 or None")
+
+    def stage_epochs(self, stage):
+        return self.warmup_epochs + self.stages[stage]
+
+
+@register_method
+class CRCLMethod(CorrespondenceMethod):
+    """CRCL (ACL + SCC with self-refining stages).
+
+    After :meth:`fit`, ``labels`` holds one SCC label per caption,
+    ``history`` one record per epoch (loss terms, LR, label statistics) and
+    ``stage_history`` one per stage (label statistics and histogram).
+
+    Scores: ``similarity`` is the cosine of each pair in the learned space;
+    ``confidence`` the clean probability of a 2-component GMM on each pair's
+    loss against fixed seeded sets of ``batch_size - 1`` negatives
+    (:func:`~fiftyone_ncl.core.reference.reference_scores`), which unlike the
+    in-batch p does not depend on batch composition; ``label`` the SCC labels
+    when the scored data is the training data (same input fingerprint, also
+    after loading a checkpoint of that run), else None.
+    """
+
+    name = "crcl"
+    config_cls = CRCLConfig
+    trains = True
+    form_options = ("stages", "warmup_epochs", "device", "seed")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.model = None
+        self.labels = None
+        self.stage_history = []
+        self._spec = None
+        self._fingerprint = None
+
+    # hooks (no-ops; for tests and diagnostics)
+
+    def on_stage_start(self, stage, model, optimizer):
+        """Called after stage ``stage``'s network and optimiser are built."""
+
+    def on_stage_end(self, stage, model, optimizer):
+        """Called after the last epoch of stage ``stage``."""
+
+    # training
+
+    def fit(self, data, progress=True):
+        cfg = self.config
+        if data.n_pairs < 2:
+            raise ValueError("CRCL needs at least 2 pairs (in-batch negatives), got %d" % data.n_pairs)
+        device = resolve_device(cfg.device)
+        dtype = amp_dtype(device, cfg.amp)
+        inputs = DeviceInputs(data, device)
+        self.labels = np.ones(data.n_pairs, dtype=np.float32)
+        self.history, self.stage_history = [], []
+        n_batches = int(np.ceil(data.n_pairs / cfg.batch_size))
+        total = sum(cfg.stage_epochs(k) for k in range(len(cfg.stages))) * n_batches
+        with Progress(total, "crcl", progress) as bar:
+            for stage in range(len(cfg.stages)):
+                self._fit_stage(stage, data, inputs, device, dtype, bar)
+        self._spec = data.spec()
+        self._fingerprint = data_fingerprint(data)
+        self.fitted = True
+        return self
+
+    def _fit_stage(self, stage, data, inputs, device, dtype, bar):
+        cfg = self.config
+        generator = seed_everything(stage_seed(cfg.seed, stage))
+        model = build_dual_encoder(cfg, data).to(device).train()
+        optimizer = make_optimizer(model.parameters(), cfg)
+        stepper = Stepper(optimizer, model.parameters(), cfg.grad_clip, dtype)
+        self.model = model
+        self.on_stage_start(stage, model, optimizer)
+        for epoch in range(cfg.stage_epochs(stage)):
+            lr = cfg.lr * (0.1 ** (epoch // cfg.lr_update) if cfg.lr_update else 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            frozen, store_raw = scc_phase(stage, epoch, cfg.warmup_epochs)
+            sums = torch.zeros(3, dtype=torch.float32, device=device)
+            p_sum, label_sum = 0.0, float(self.labels.sum())
+            for batch in epoch_batches(data.n_pairs, cfg.batch_size, generator):
+                x_img, x_txt, rows = inputs.batch(batch)
+                with autocast(device, dtype):
+                    v = model.encode_image(x_img)
+                    t = model.encode_text(x_txt)
+                logits = similarity_logits(v, t, cfg.tau)
+                exclude = same_image_mask(rows) if cfg.mask_same_image else None
+                p = matching_probability(logits, exclude).cpu().numpy()
+                weight, stored = scc_update(
+                    self.labels[batch], p, cfg.alpha, cfg.cut, frozen=frozen, store_raw=store_raw
+                )
+                label_sum += float(stored.sum(dtype=np.float64) - self.labels[batch].sum(dtype=np.float64))
+                self.labels[batch] = stored
+                terms = acl_from_logits(
+                    logits, torch.as_tensor(weight, dtype=torch.float32, device=device), cfg.lam, exclude
+                )
+                stepper.step(terms.loss)
+                sums += len(batch) * torch.stack(
+                    [terms.loss.detach(), terms.active.mean().detach(), terms.complementary.mean().detach()]
+                )
+                p_sum += float(p.sum(dtype=np.float64))
+                bar.update(stage=stage, epoch=epoch, loss=terms.loss.item(), label=label_sum / data.n_pairs)
+            sums = (sums / data.n_pairs).tolist()
+            stats = label_stats(self.labels)
+            stats.pop("label_histogram")
+            self.history.append(
+                dict(
+                    stage=stage,
+                    epoch=epoch,
+                    frozen=bool(frozen),
+                    lr=lr,
+                    loss=float(sums[0]),
+                    active=float(sums[1]),
+                    complementary=float(sums[2]),
+                    p_mean=p_sum / data.n_pairs,
+                    **stats,
+                )
+            )
+        self.stage_history.append(dict(stage=stage, epochs=cfg.stage_epochs(stage), **label_stats(self.labels)))
+        logger.info("crcl stage %d: %s", stage, self.stage_history[-1])
+        self.on_stage_end(stage, model, optimizer)
+
+    # scoring
+
+    def is_training_data(self, data):
+        """Whether ``data`` is the data the labels were fitted on (same
+        number of pairs and same inputs, by fingerprint)."""
+        return (
+            self.labels is not None
+            and self._fingerprint is not None
+            and len(self.labels) == data.n_pairs
+            and data_fingerprint(data) == self._fingerprint
+        )
+
+    def embed(self, data):
+        """L2-normalised (image, caption) embeddings of the final model."""
+        if self.model is None:
+            raise ValueError("method %r must be fitted (or loaded) before scoring" % self.name)
+        device = resolve_device(self.config.device)
+        self.model.to(device)
+        return encode_all(self.model, DeviceInputs(data, device), self.config)
+
+    def score(self, data, progress=True):
+        cfg = self.config
+        with Progress(3, "crcl score", progress) as bar:
+            img, txt = self.embed(data)
+            bar.update()
+            sim = pair_similarity(img, txt, data.image_index)
+            ref_prob, ref_loss = reference_scores(
+                img,
+                txt,
+                data.image_index,
+                cfg.tau,
+                n_negatives=cfg.batch_size - 1,
+                n_sets=cfg.reference_sets,
+                seed=cfg.seed,
+            )
+            bar.update()
+            confidence, fit = clean_probability(ref_loss, higher_is_clean=False, seed=cfg.seed)
+            bar.update()
+        label = self.labels.copy() if self.is_training_data(data) else None
+        info = {
+            "space": "crcl-heads" if cfg.towers == "frozen" else "crcl-%s" % cfg.towers,
+            "history": list(self.history),
+            "stages": list(self.stage_history),
+            "calibration": fit.to_dict() if fit is not None else "none: reference losses are constant",
+            "calibration_input": "reference loss",
+            "confidence_source": "GMM on the loss against %d seeded sets of %d negatives"
+            % (cfg.reference_sets, cfg.batch_size - 1),
+            "summary": {
+                "reference_probability_mean": float(ref_prob.mean()),
+                "reference_loss_mean": float(ref_loss.mean()),
+                "confidence_mean": float(confidence.mean()),
+                "confidence_below_half": float((confidence < 0.5).mean()),
+                "similarity_mean": float(sim.mean()),
+                "labels": "training labels" if label is not None else "none: not the training data",
+                **(label_stats(label) if label is not None else {}),
+            },
+        }
+        return PairScores(
+            confidence=confidence,
+            similarity=sim,
+            calibration_score=ref_loss,
+            image_embeddings=img,
+            text_embeddings=txt,
+            label=label,
+            info=info,
+        )
+
+    # checkpoints
+
+    def state_dict(self):
+        if self.model is None:
+            return {}
+        state = dict(self.model.state_dict())
+        if self.labels is not None:
+            state["scc_labels"] = torch.from_numpy(np.asarray(self.labels, dtype=np.float32))
+        return state
+
+    def input_spec(self):
+        if not self._spec:
+            return {}
+        return dict(self._spec, train_fingerprint=self._fingerprint)
+
+    def _build_for(self, spec):
+        if not spec:
+            return
+        seed_everything(self.config.seed)
+        self.model = build_dual_encoder(self.config, PairData.from_spec(spec))
+        self._spec = {"images": list(spec["images"]), "texts": list(spec["texts"])}
+        self._fingerprint = spec.get("train_fingerprint")
+
+    def load_state_dict(self, state):
+        state = dict(state)
+        labels = state.pop("scc_labels", None)
+        self.labels = None if labels is None else labels.float().numpy().copy()
+        if self.model is not None:
+            self.model.load_state_dict(state)

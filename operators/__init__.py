@@ -1,0 +1,28 @@
+"""FiftyOne plugin of fiftyone-ncl: thin operators over the SDK.
+
+Every operator class here is registered in :func:`register` and listed in the
+repository's ``fiftyone.yml``.
+"""
+from .compute import ComputeCorrespondence
+from .review import AcceptSuggestion, RestoreCaption, ReviewSuspects, TagMismatches, UntagMismatches
+from .runs import DeleteCorrespondenceRun, GetCorrespondenceInfo, RenameCorrespondenceRun
+from .visualize import PlotConfidence, VisualizeSubspaces
+
+OPERATORS = (
+    ComputeCorrespondence,
+    TagMismatches,
+    UntagMismatches,
+    ReviewSuspects,
+    AcceptSuggestion,
+    RestoreCaption,
+    VisualizeSubspaces,
+    PlotConfidence,
+    GetCorrespondenceInfo,
+    RenameCorrespondenceRun,
+    DeleteCorrespondenceRun,
+)
+
+
+def register(p):
+    for operator in OPERATORS:
+        p.register(operator)

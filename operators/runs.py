@@ -1,0 +1,121 @@
+"""Run management: info, rename, delete (one verb per operator)."""
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+import fiftyone_ncl as ncl
+
+from ._utils import icons, run_key_input
+
+
+class GetCorrespondenceInfo(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="get_correspondence_info",
+            label="Correspondence run info",
+            description="Show a run's method, settings, counts and metrics",
+            dynamic=True,
+            risk_level=types.RiskLevel.LOW,
+            **icons(),
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        run_key_input(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Correspondence run info"))
+
+    def execute(self, ctx):
+        info = ncl.get_run_info(ctx.dataset, ctx.params["run_key"])
+        info.pop("info", None)  # training history can be long; the SDK has it
+        config = dict(info.pop("config"))
+        return {
+            "run_key": info["run_key"],
+            "method": config.get("method_name"),
+            "caption_field": config.get("caption_field"),
+            "timestamp": info["timestamp"],
+            "pairs": info.get("pairs"),
+            "flagged": info.get("flagged"),
+            "threshold": config.get("threshold"),
+            "checkpoint": config.get("checkpoint") or "",
+            "config": config,
+            "metrics": info.get("metrics") or {},
+        }
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        for name, label in (
+            ("run_key", "Run key"),
+            ("method", "Method"),
+            ("caption_field", "Caption field"),
+            ("timestamp", "Created"),
+            ("checkpoint", "Checkpoint"),
+        ):
+            outputs.str(name, label=label)
+        outputs.int("pairs", label="Pairs scored")
+        outputs.int("flagged", label="Pairs flagged")
+        outputs.float("threshold", label="Threshold")
+        outputs.obj("config", label="Config", view=types.JSONView())
+        outputs.obj("metrics", label="Metrics", view=types.JSONView())
+        return types.Property(outputs, view=types.View(label="Correspondence run info"))
+
+
+class RenameCorrespondenceRun(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="rename_correspondence_run",
+            label="Rename correspondence run",
+            description="Rename a run and the fields it wrote",
+            dynamic=True,
+            risk_level=types.RiskLevel.MEDIUM,
+            **icons(),
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        key = run_key_input(ctx, inputs)
+        if key is not None:
+            prop = inputs.str("new_run_key", required=True, label="New run key")
+            new = ctx.params.get("new_run_key")
+            if new is not None:
+                if not str(new).isidentifier():
+                    prop.invalid = True
+                    prop.error_message = "The run key must be a valid Python identifier"
+                elif new in ctx.dataset.list_brain_runs():
+                    prop.invalid = True
+                    prop.error_message = "A run with key '%s' already exists" % new
+        return types.Property(inputs, view=types.View(label="Rename correspondence run"))
+
+    def execute(self, ctx):
+        ncl.rename_run(ctx.dataset, ctx.params["run_key"], ctx.params["new_run_key"])
+        ctx.trigger("reload_dataset")
+        return {"run_key": ctx.params["new_run_key"]}
+
+
+class DeleteCorrespondenceRun(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="delete_correspondence_run",
+            label="Delete correspondence run",
+            description="Delete a run together with the fields and visualizations it wrote",
+            dynamic=True,
+            risk_level=types.RiskLevel.HIGH,
+            **icons(),
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        key = run_key_input(ctx, inputs)
+        if key is not None:
+            fields = ["%s_%s" % (key, s) for s in ctx.dataset.get_brain_info(key).config.fields]
+            inputs.view(
+                "warning",
+                types.Warning(label="This deletes the fields %s" % ", ".join(fields)),
+            )
+        return types.Property(inputs, view=types.View(label="Delete correspondence run"))
+
+    def execute(self, ctx):
+        ncl.delete_run(ctx.dataset, ctx.params["run_key"])
+        ctx.trigger("reload_dataset")
+        return {"deleted": ctx.params["run_key"]}

@@ -1,0 +1,290 @@
+"""The SDK against a real MongoDB: fields, runs, review helpers."""
+import os
+
+import numpy as np
+import pytest
+
+import fiftyone as fo
+import fiftyone.core.fields as fof
+
+import fiftyone_ncl as ncl
+from fiftyone_ncl.encoders import PixelEncoder
+from fiftyone_ncl.fo.writer import FieldWriter
+
+from .conftest import joint_embeddings, snapshot
+
+pytestmark = pytest.mark.integration
+
+
+def _score(ds, **kwargs):
+    kwargs.setdefault("image_embeddings", "img")
+    kwargs.setdefault("text_embeddings", "txt")
+    kwargs.setdefault("progress", False)
+    return ncl.compute_correspondence(ds, "caption", **kwargs)
+
+
+def test_gmm_writes_fields_records_run_and_finds_swaps(make_dataset):
+    ds = make_dataset(n=100, n_swapped=20)
+    results = _score(ds, method="gmm")
+
+    schema = ds.get_field_schema()
+    assert isinstance(schema["ncl_confidence"], fof.FloatField)
+    assert isinstance(schema["ncl_noisy"], fof.BooleanField)
+    assert isinstance(schema["ncl_similarity"], fof.FloatField)
+    assert isinstance(schema["ncl_suggestion"], fof.StringField)
+    assert isinstance(schema["ncl_suggestion_id"], fof.StringField)
+    assert "ncl_label" not in schema  # only methods with soft labels write it
+
+    conf, noisy, truth = ds.values(["ncl_confidence", "ncl_noisy", "truth"])
+    conf = np.array(conf)
+    assert np.all((conf >= 0) & (conf <= 1))
+    assert list(noisy) == list(conf < 0.5)
+    metrics = ncl.evaluate(ds, "ncl", "truth")
+    assert metrics["auroc"] > 0.95 and metrics["k"] == 20
+    assert ncl.load_run_results(ds, "ncl").metrics["auroc"] == metrics["auroc"]
+
+    # recorded like a brain run
+    assert "ncl" in ds.list_brain_runs() and ncl.list_runs(ds) == ["ncl"]
+    info = ds.get_brain_info("ncl")
+    assert info.config.method_name == "gmm" and info.config.caption_field == "caption"
+    assert info.config.sources == {"image": "img", "text": "txt"}
+    loaded = ncl.load_run_results(ds, "ncl")
+    np.testing.assert_allclose(loaded.confidence, results.confidence)
+    assert list(loaded.sample_ids) == ds.values("id")
+
+    # suggestions: a swapped image's true caption sits on its neighbour
+    ids = ds.values("id")
+    suggestion_ids = ds.values("ncl_suggestion_id")
+    hits = [suggestion_ids[i] == ids[(i + 1) % 20] for i in range(20) if noisy[i]]
+    assert len(hits) >= 15 and np.mean(hits) > 0.9
+    clean_unflagged = [s for s, n in zip(ds.values("ncl_suggestion"), noisy) if not n]
+    assert all(s is None for s in clean_unflagged)
+
+
+def test_cosine_confidence_is_the_mapped_cosine(make_dataset):
+    ds = make_dataset(n=60, n_swapped=10)
+    results = _score(ds, method="cosine", run_key="cos")
+    img, txt = np.stack(ds.values("img")), np.stack(ds.values("txt"))
+    cos = np.sum(img * txt, 1) / np.linalg.norm(img, axis=1) / np.linalg.norm(txt, axis=1)
+    np.testing.assert_allclose(ds.values("cos_similarity"), cos, atol=1e-5)
+    np.testing.assert_allclose(results.confidence, (1 + cos) / 2, atol=1e-5)
+
+
+def test_list_captions_get_per_caption_values_and_a_summary():
+    rng = np.random.default_rng(3)
+    n, k, d = 40, 3, 16
+    img, _, _ = joint_embeddings(n, d, 0, seed=3)
+    txt = img[:, None, :] + 0.3 * rng.normal(size=(n, k, d)).astype(np.float32)
+    truth = np.zeros((n, k), bool)
+    for i in range(8):  # caption 1 of samples 0..7 comes from another sample
+        txt[i, 1] = txt[(i + 20) % n, 0]
+        truth[i, 1] = True
+    ds = fo.Dataset()
+    try:
+        ds.add_samples(
+            [
+                fo.Sample(
+                    filepath="/nonexistent/%d.jpg" % i,
+                    captions=["c%d-%d" % (i, j) for j in range(k)],
+                    img=img[i],
+                    txt=txt[i],
+                    truth=truth[i].tolist(),
+                )
+                for i in range(n)
+            ],
+            progress=False,
+        )
+        results = ncl.compute_correspondence(
+            ds, "captions", method="gmm", image_embeddings="img", text_embeddings="txt", progress=False
+        )
+        assert results.n_pairs == n * k and ds.get_brain_info("ncl").config.caption_list
+        schema = ds.get_field_schema()
+        assert isinstance(schema["ncl_caption_confidence"], fof.ListField)
+        per_caption = ds.values("ncl_caption_confidence")
+        summary = ds.values("ncl_confidence")
+        assert all(len(c) == k for c in per_caption)
+        assert summary == pytest.approx([min(c) for c in per_caption])
+        assert ds.values("ncl_noisy") == [any(f) for f in ds.values("ncl_caption_noisy")]
+        metrics = ncl.evaluate(ds, "ncl", "truth")
+        assert metrics["n"] == n * k and metrics["auroc"] > 0.9
+        # the least confident caption of a swapped sample is the swapped one
+        worst = [int(np.argmin(c)) for c in per_caption[:8]]
+        assert worst.count(1) >= 7
+    finally:
+        ds.delete()
+
+
+def test_tag_untag_and_suspects_view(make_dataset):
+    ds = make_dataset(n=80, n_swapped=16)
+    _score(ds, method="gmm")
+    flagged = ds.count_values("ncl_noisy").get(True, 0)
+    assert ncl.tag_mismatches(ds, "ncl") == flagged
+    assert ds.count_sample_tags() == {"suspected_mismatch": flagged}
+    assert ncl.untag_mismatches(ds) == flagged and ds.count_sample_tags() == {}
+
+    assert ncl.tag_mismatches(ds, "ncl", top_k=5, tag="worst5") == 5
+    worst = sorted(ds.values("ncl_confidence"))[:5]
+    assert sorted(ds.match_tags("worst5").values("ncl_confidence")) == pytest.approx(worst)
+    with pytest.raises(ValueError, match="either threshold or top_k"):
+        ncl.tag_mismatches(ds, "ncl", threshold=0.3, top_k=3)
+
+    view = ncl.suspects_view(ds, "ncl")
+    conf = view.values("ncl_confidence")
+    assert len(view) == flagged and conf == sorted(conf) and max(conf) < 0.5
+    name = ncl.save_suspects_view(ds, "ncl")
+    assert name in ds.list_saved_views() and len(ds.load_saved_view(name)) == flagged
+
+
+def test_rename_and_delete_follow_the_fields(make_dataset):
+    ds = make_dataset(n=50, n_swapped=10)
+    _score(ds, method="gmm", store_embeddings=True)
+    before = ds.values("ncl_confidence")
+    ncl.rename_run(ds, "ncl", "first")
+    assert ds.list_brain_runs() == ["first"]
+    assert not [f for f in ds.get_field_schema() if f.startswith("ncl_")]
+    assert ds.values("first_confidence") == before
+    assert "first_emb_image" in ds.get_field_schema()
+    with pytest.raises(ValueError, match="valid Python identifier"):
+        ncl.rename_run(ds, "first", "not a key")
+    ncl.delete_run(ds, "first")
+    assert ds.list_brain_runs() == []
+    assert not [f for f in ds.get_field_schema() if f.startswith("first_")]
+    with pytest.raises(ValueError, match="no correspondence run 'first'"):
+        ncl.get_run_info(ds, "first")
+
+
+def test_overwrite_on_a_view_clears_stale_values_and_dropped_fields(make_dataset):
+    ds = make_dataset(n=60, n_swapped=10)
+    _score(ds, method="gmm", store_embeddings=True)
+    assert ds.count("ncl_confidence") == 60
+    view = ds.skip(10)
+    _score(view, method="cosine", overwrite=True)
+    assert ds.count("ncl_confidence") == 50  # the 10 samples outside the view were cleared
+    assert ds.get_brain_info("ncl").config.method_name == "cosine"
+    assert "ncl_emb_image" not in ds.get_field_schema()
+    assert len(ds.load_brain_view("ncl")) == 50
+
+
+def test_encoded_embeddings_are_cached_and_not_recomputed(photo_dataset):
+    class CountingPixels(PixelEncoder):
+        calls = 0
+
+        def embed_images(self, filepaths, batch_size=None, progress=True):
+            CountingPixels.calls += len(filepaths)
+            return super().embed_images(filepaths, batch_size, progress)
+
+    kwargs = dict(
+        method="cosine",
+        image_embeddings="pix",
+        text_embeddings="minilm",
+        image_encoder=CountingPixels(16),
+        text_encoder="sentence-transformers",
+        epochs=2,
+        progress=False,
+    )
+    ncl.compute_correspondence(photo_dataset, "caption", run_key="a", **kwargs)
+    assert CountingPixels.calls == 12
+    pix_field = photo_dataset.get_field("pix")
+    assert isinstance(pix_field, fof.VectorField) and pix_field.info["ncl_encoder"] == "pixels:16:gray"
+    assert photo_dataset.get_field("minilm").info["ncl_caption_field"] == "caption"
+    cached = np.stack(photo_dataset.values("minilm"))
+    assert cached.shape == (12, 384)
+
+    ncl.compute_correspondence(photo_dataset, "caption", run_key="b", **kwargs)
+    assert CountingPixels.calls == 12  # nothing recomputed
+
+    # a changed caption invalidates its cached embedding only
+    one = photo_dataset.first()
+    photo_dataset.select(one.id).set_values("minilm", [None])
+    ncl.compute_correspondence(photo_dataset, "caption", run_key="c", **kwargs)
+    assert CountingPixels.calls == 12
+    np.testing.assert_allclose(np.stack(photo_dataset.values("minilm")), cached, atol=1e-5)
+
+    # another encoder may not silently reuse the field
+    with pytest.raises(ValueError, match="holds embeddings from pixels:16:gray"):
+        ncl.compute_correspondence(
+            photo_dataset, "caption", run_key="d", **dict(kwargs, image_encoder=PixelEncoder(8))
+        )
+
+
+def test_accept_and_restore_suggestions(make_dataset):
+    ds = make_dataset(n=60, n_swapped=12)
+    _score(ds, method="gmm")
+    ncl.tag_mismatches(ds, "ncl")
+    flagged = ds.match(fo.ViewField("ncl_noisy") == True)  # noqa: E712
+    target = flagged.limit(3)
+    ids = target.values("id")
+    old = target.values("caption")
+    suggestions = target.values("ncl_suggestion")
+    assert ncl.accept_suggestions(target, "ncl") == 3
+    sel = ds.select(ids, ordered=True)
+    assert sel.values("caption") == suggestions
+    assert sel.values("caption_original") == old
+    assert not any("suspected_mismatch" in t for t in sel.values("tags"))
+    # accepting again keeps the very first original
+    assert ncl.accept_suggestions(target, "ncl") == 3
+    assert sel.values("caption_original") == old
+    assert ncl.restore_captions(ds, "caption") == 3
+    assert sel.values("caption") == old and ds.count("caption_original") == 0
+
+
+def test_trained_model_checkpoint_scores_another_dataset(make_dataset, tmp_path):
+    ds = make_dataset(n=120, n_swapped=30, seed=1)
+    ckpt = tmp_path / "heads.safetensors"
+    first = _score(ds, method="gmm", train_heads=True, epochs=3, save_checkpoint=str(ckpt))
+    assert ckpt.is_file() and ds.get_brain_info("ncl").config.checkpoint == str(ckpt)
+    other = make_dataset(n=120, n_swapped=30, seed=1)
+    again = _score(other, model=str(ckpt), run_key="reuse")
+    np.testing.assert_allclose(again.similarity, first.similarity, atol=1e-5)
+    assert other.get_brain_info("reuse").config.checkpoint == str(ckpt)
+    with pytest.raises(ValueError, match="holds a 'gmm' model but method='cosine'"):
+        _score(other, model=str(ckpt), method="cosine", run_key="x")
+    with pytest.raises(FileNotFoundError, match="model checkpoint not found"):
+        _score(other, model=str(tmp_path / "missing.safetensors"), run_key="y")
+
+
+def test_progress_callback_goes_from_zero_to_one(make_dataset):
+    ds = make_dataset(n=60, n_swapped=10)
+    seen = []
+    _score(ds, method="gmm", train_heads=True, epochs=2, progress=lambda f, label: seen.append((f, label)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert any("heads" in label for _, label in seen)
+
+
+def test_interrupted_write_leaves_the_dataset_as_it_was(make_dataset, monkeypatch):
+    ds = make_dataset(n=60, n_swapped=10)
+    _score(ds, method="cosine")
+    before = snapshot(ds)
+    original_set = FieldWriter.set
+    calls = {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # e.g. Ctrl-C while the fields are written
+        return original_set(self, *args, **kwargs)
+
+    monkeypatch.setattr(FieldWriter, "set", interrupted)
+    # a new run: the two fields written before the interruption are removed
+    with pytest.raises(KeyboardInterrupt):
+        _score(ds, method="gmm", run_key="other")
+    assert snapshot(ds) == before
+    # overwriting the existing run: its old values come back
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        _score(ds, method="gmm", overwrite=True, store_embeddings=True)
+    assert snapshot(ds) == before
+    assert ds.get_brain_info("ncl").config.method_name == "cosine"
+
+
+def test_plot_confidence_writes_standalone_html(make_dataset, tmp_path):
+    ds = make_dataset(n=80, n_swapped=20)
+    _score(ds, method="gmm")
+    path = tmp_path / "confidence.html"
+    fig = ncl.plot_confidence(ds, "ncl", path=str(path))
+    names = [t.name for t in fig.data]
+    assert "clean component" in names and "noisy component" in names
+    html = path.read_text()
+    assert os.path.getsize(path) > 1_000_000  # plotly.js inlined: opens offline
+    assert "confidence" in html
