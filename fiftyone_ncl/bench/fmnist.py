@@ -65,6 +65,41 @@ EXCLUSIVE_PHRASES = [
 ]
 
 
+# More phrases for captions whose exclusive phrase is drawn per instance.
+MORE_PHRASES = [
+    "paid too much for it",
+    "left at a friend's place",
+    "needs a wash",
+    "packed for the holidays",
+    "kept for special days",
+    "borrowed from my brother",
+    "waiting to be sold",
+    "bought with my first salary",
+    "a present for my birthday",
+    "the one from the market",
+    "still has the price tag",
+    "picked up last winter",
+    "never worn so far",
+    "my mother's old one",
+    "from the second hand store",
+    "the shop was closing",
+    "bought in a hurry",
+    "part of a bundle deal",
+    "from a trip to rome",
+    "recommended by a colleague",
+    "arrived a day late",
+    "the last one in stock",
+    "won in a raffle",
+    "kept in the wardrobe",
+    "chosen by my daughter",
+    "bought for the office",
+    "worn once at a concert",
+    "swapped with a neighbour",
+    "ordered in the wrong size",
+    "my favourite since school",
+]
+
+
 class FashionMNISTNotFound(FileNotFoundError):
     pass
 

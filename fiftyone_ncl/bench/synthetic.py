@@ -18,7 +18,7 @@ MEI embeddings (and, for reference, from the baseline's entangled space).
 
 Command line::
 
-    python -m fiftyone_ncl.bench.synthetic --n-pairs 3000 --epochs 15
+    python -m fiftyone_ncl.bench.synthetic --n-images 3000 --epochs 25
 """
 import argparse
 import json
@@ -231,8 +231,8 @@ def run_synthetic_benchmark(
         methods (None): subset of ``("raw-cosine", "cosine", "gmm", "crcl",
             "disncl")``; default all that apply (crcl only when registered)
         train (None): options shared by every trained method (e.g. epochs,
-            batch_size, hidden_dim, embed_dim, lr); defaults: 15 epochs,
-            batch 128, hidden 512, embed 128, device cpu
+            batch_size, hidden_dim, embed_dim, lr); defaults: 25 epochs,
+            batch 128, hidden 512, embed 32, device cpu
         disncl (None): extra DisNCL options
         data_kwargs (None): extra :func:`make_synthetic` options
         progress (False): progress bars of the methods
@@ -248,7 +248,7 @@ def run_synthetic_benchmark(
 
     available = list_methods()
     wanted = list(methods) if methods is not None else ["raw-cosine", "cosine", "gmm", "crcl", "disncl"]
-    train_opts = dict(epochs=15, batch_size=128, hidden_dim=512, embed_dim=128, device="cpu", seed=seed)
+    train_opts = dict(epochs=25, batch_size=128, hidden_dim=512, embed_dim=32, device="cpu", seed=seed)
     train_opts.update(train or {})
     disncl_opts = dict(train_opts)
     disncl_opts.update(disncl or {})
@@ -343,9 +343,9 @@ def main(argv=None):
     parser.add_argument("--n-images", type=int, default=3000)
     parser.add_argument("--noise-rate", type=float, default=0.4)
     parser.add_argument("--exclusive-stds", type=float, nargs="+", default=[1.0, 3.0])
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--hidden-dim", type=int, default=512)
-    parser.add_argument("--embed-dim", type=int, default=128)
+    parser.add_argument("--embed-dim", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--disncl", type=json.loads, default=None, help="JSON dict of DisNCL options")

@@ -6,20 +6,22 @@ estimators are the reference's recommended ones).
 
 Each modality's tower output ``h`` is split by two heads into a
 modality-invariant feature (MII, ``z``, unit norm, optionally stochastic)
-and a modality-exclusive feature (MEI, ``e``, standardised by a
-non-affine LayerNorm); decoders map ``[z, e]`` back to ``h``. Per batch of
-B pairs with clean confidences ``w`` (fixed for the epoch, no gradient)::
+and a modality-exclusive feature (MEI, ``e``, standardised by a non-affine
+LayerNorm); decoders map ``[z, e]`` back to ``h``. Per batch of B pairs with
+clean confidences ``w`` (fixed for the epoch, no gradient)::
 
     L = L_match + lambda_dis * (gamma * L_S + (1 - gamma) * L_X) + lambda_reg * L_reg
 
     L_match  soft-target in-batch cross-entropy on <z_V, z_T> / tau, both
              directions (:mod:`fiftyone_ncl.core.soft_targets`)
     L_S      w-weighted symmetric InfoNCE on <z_V, z_T> / tau_mi
-             + beta_s * symmetric KL(q(z|v_i) || q(z|t_i)) over pairs with
-             w_i > 0.5 (stochastic MII heads only)
+             + beta_s * symmetric KL between the MII posteriors of the two
+             sides, over pairs with w_i > 0.5: learned Gaussians with
+             ``stochastic=True``, else N(z, kl_sigma^2 I), i.e.
+             ||z_V - z_T||^2 / kl_sigma^2
     L_X      reconstruction ||r([z, e]) - LN(h)||^2 of both sides
              + beta_x * adversarial critics c(e_V, z_T), c(e_T, z_V): InfoNCE
-             critics with their own optimiser, w-weighted positives; the
+             critics with their own optimiser and w-weighted positives; the
              encoders get the reversed gradient (coefficient ramped 0 -> 1)
     L_reg    CLUB(z_V; e_V) + CLUB(z_T; e_T), q refitted every step on
              detached features with its own optimiser
@@ -28,8 +30,9 @@ The clean confidence ``w`` comes from the model of the previous epoch: once
 per epoch after warm-up every pair is scored in eval mode against fixed
 seeded reference negatives (:func:`~fiftyone_ncl.core.reference.reference_scores`)
 and a two-component GMM on the per-pair loss gives the posterior of the
-low-loss component. The exported confidence is the same computation with the
-final model.
+low-loss component. During warm-up ``w = 1``; the parts that rely on ``w``
+(soft targets, the KL on confident pairs) ramp in over ``ramp_epochs`` after
+it. The exported confidence is the same computation with the final model.
 """
 import copy
 import logging
@@ -81,24 +84,31 @@ class DisNCLConfig(TrainConfig):
     L_match and of the reference-set split).
 
     Attributes:
-        mei_dim: dimension of the MEI features
+        mei_dim: dimension of the MEI features (None: ``embed_dim``). Spare
+            dimensions in either space keep traces of the input that a
+            linear probe can read even at a tiny scale, so keep both near
+            what the data needs
         stochastic: Gaussian MII heads (mean, log-variance) sampled in
             training, with the symmetric KL term of L_S; scoring uses the mean
         kl_sigma: deterministic heads: the MII posteriors are taken as
             ``N(z, kl_sigma^2 I)`` so the symmetric KL of L_S is
             ``||z_V - z_T||^2 / kl_sigma^2`` (an alignment term on confident pairs)
-        warmup_epochs: epochs without filtering (w = 1) and without soft targets
+        warmup_epochs: epochs without filtering (w = 1), soft targets or KL term
         gamma: L_Dis = gamma * L_S + (1 - gamma) * L_X
         lambda_dis: weight of L_Dis
         lambda_reg: weight of L_reg (CLUB between MII and MEI per modality)
         beta_s: weight of the symmetric KL inside L_S
         beta_x: weight of the adversarial critic term inside L_X
         tau_mi: temperature of L_S's InfoNCE (None: ``tau``)
+        use_soft_targets: False replaces the soft targets by hard ones with
+            w-weighted rows (an ablation: plain loss-GMM filtering)
         soft_k: neighbours per row of the soft targets (plus the diagonal and
             same-image entries)
         soft_tau: temperature of the soft-target prior
         soft_a0: soft mass of a fully clean pair
-        soft_ramp_epochs: epochs over which the soft part ramps in after warm-up
+        ramp_epochs: epochs over which the confidence-dependent parts (the
+            soft part of the targets and the KL term of L_S) ramp in, step by
+            step, after warm-up
         soft_min_mass: rows whose candidates' total w is below this are down-weighted
         teacher: ``"epoch"`` (the previous epoch's eval-mode MII features, the
             ones the split is computed from) or ``"ema"`` (an EMA copy of the
@@ -108,7 +118,7 @@ class DisNCLConfig(TrainConfig):
             ramps from 0 to 1
         critic_steps: critic updates per training step (on detached features)
         critic_lr: learning rate of the critics' own optimiser
-        critic_hidden, critic_dim, critic_tau: size and temperature of the critics
+        critic_hidden, critic_dim, critic_clip: size and logit bound of the critics
         club_steps: CLUB q updates per training step (on detached features)
         club_lr: learning rate of CLUB's own optimiser
         club_hidden: hidden width of CLUB's q
@@ -122,9 +132,9 @@ class DisNCLConfig(TrainConfig):
     """
 
     epochs: int = 15
-    mei_dim: int = 128
+    mei_dim: int = None
     stochastic: bool = False
-    kl_sigma: float = 0.1
+    kl_sigma: float = 0.03
     warmup_epochs: int = 3
     gamma: float = 0.5
     lambda_dis: float = 0.1
@@ -132,10 +142,11 @@ class DisNCLConfig(TrainConfig):
     beta_s: float = 0.1
     beta_x: float = 0.1
     tau_mi: float = None
+    use_soft_targets: bool = True
     soft_k: int = 5
     soft_tau: float = 0.05
     soft_a0: float = 0.1
-    soft_ramp_epochs: int = 2
+    ramp_epochs: int = 2
     soft_min_mass: float = 0.5
     teacher: str = "epoch"
     ema_momentum: float = 0.999
@@ -144,15 +155,15 @@ class DisNCLConfig(TrainConfig):
     critic_lr: float = 1e-3
     critic_hidden: int = 256
     critic_dim: int = 64
-    critic_tau: float = 0.1
-    club_steps: int = 1
-    club_lr: float = 1e-3
+    critic_clip: float = 10.0
+    club_steps: int = 5
+    club_lr: float = 3e-3
     club_hidden: int = 256
     ref_sets: int = 4
     min_noisy_fraction: float = 0.01
     mi_diagnostics: bool = True
     mi_samples: int = 2048
-    mi_steps: int = 150
+    mi_steps: int = 300
 
 
 class MIIHead(nn.Module):
@@ -201,20 +212,21 @@ class DisNCLNet(nn.Module):
     def __init__(self, image_tower, image_dim, text_dim, config):
         super().__init__()
         c = config
+        mei_dim = c.mei_dim or c.embed_dim
         self.image_tower = image_tower
         self.text_tower = nn.Identity()
         self.mii_image = MIIHead(image_dim, c.hidden_dim, c.embed_dim, c.stochastic)
         self.mii_text = MIIHead(text_dim, c.hidden_dim, c.embed_dim, c.stochastic)
-        self.mei_image = MEIHead(image_dim, c.hidden_dim, c.mei_dim)
-        self.mei_text = MEIHead(text_dim, c.hidden_dim, c.mei_dim)
-        self.dec_image = ProjectionHead(c.embed_dim + c.mei_dim, c.hidden_dim, image_dim, normalize=False)
-        self.dec_text = ProjectionHead(c.embed_dim + c.mei_dim, c.hidden_dim, text_dim, normalize=False)
+        self.mei_image = MEIHead(image_dim, c.hidden_dim, mei_dim)
+        self.mei_text = MEIHead(text_dim, c.hidden_dim, mei_dim)
+        self.dec_image = ProjectionHead(c.embed_dim + mei_dim, c.hidden_dim, image_dim, normalize=False)
+        self.dec_text = ProjectionHead(c.embed_dim + mei_dim, c.hidden_dim, text_dim, normalize=False)
         # critic_image tries to match e_V (MEI of images) to z_T; critic_text e_T to z_V
-        self.critic_image = SeparableCritic(c.mei_dim, c.embed_dim, c.critic_hidden, c.critic_dim, c.critic_tau)
-        self.critic_text = SeparableCritic(c.mei_dim, c.embed_dim, c.critic_hidden, c.critic_dim, c.critic_tau)
+        self.critic_image = SeparableCritic(mei_dim, c.embed_dim, c.critic_hidden, c.critic_dim, c.critic_clip)
+        self.critic_text = SeparableCritic(mei_dim, c.embed_dim, c.critic_hidden, c.critic_dim, c.critic_clip)
         # q(e | z) within each modality
-        self.club_image = CLUB(c.embed_dim, c.mei_dim, c.club_hidden)
-        self.club_text = CLUB(c.embed_dim, c.mei_dim, c.club_hidden)
+        self.club_image = CLUB(c.embed_dim, mei_dim, c.club_hidden)
+        self.club_text = CLUB(c.embed_dim, mei_dim, c.club_hidden)
 
     def encoder_modules(self):
         return [
@@ -317,6 +329,7 @@ class DisNCLMethod(CorrespondenceMethod):
     name = "disncl"
     config_cls = DisNCLConfig
     trains = True
+    form_options = ("epochs", "warmup_epochs", "gamma", "device", "seed")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -329,7 +342,6 @@ class DisNCLMethod(CorrespondenceMethod):
             raise ValueError("warmup_epochs must be >= 0")
         self.net = None
         self._spec = None
-        self.train_confidence = None
 
     # training -------------------------------------------------------------
 
@@ -361,6 +373,8 @@ class DisNCLMethod(CorrespondenceMethod):
         n_pairs = data.n_pairs
         n_batches = max(1, int(np.ceil(n_pairs / c.batch_size)))
         grl_steps = max(1, c.grl_ramp_epochs * n_batches)
+        warm_steps = c.warmup_epochs * n_batches
+        ramp_steps = max(1, c.ramp_epochs * n_batches)
         w_train = torch.ones(n_pairs, device=device)
         teacher_img = teacher_txt = None
         self.history = []
@@ -382,20 +396,18 @@ class DisNCLMethod(CorrespondenceMethod):
                     if c.teacher == "epoch":
                         teacher_img = torch.as_tensor(img, device=device)
                         teacher_txt = torch.as_tensor(txt, device=device)
-                    net.train()
                 else:
                     record["fraction_clean"] = 1.0
-                soft_ramp = 0.0
-                if filtering:
-                    soft_ramp = min(1.0, (epoch - c.warmup_epochs + 1) / max(1, c.soft_ramp_epochs))
-                record["soft_ramp"] = soft_ramp
 
                 sums = {}
                 n_done = 0
                 for batch in epoch_batches(n_pairs, c.batch_size, generator):
                     grl_coef = min(1.0, step / grl_steps)
+                    ramp = 0.0
+                    if filtering:
+                        ramp = min(1.0, (step - warm_steps + 1) / ramp_steps)
                     terms = self._train_step(
-                        net, inputs, batch, w_train, soft_ramp, grl_coef, teacher_img,
+                        net, inputs, batch, w_train, ramp, grl_coef, teacher_img,
                         teacher_txt, ema, stepper, critic_opt, club_opt, device, dtype,
                     )
                     if ema is not None:
@@ -407,13 +419,14 @@ class DisNCLMethod(CorrespondenceMethod):
                     bar.update(epoch=epoch, loss=terms["loss"], clean=frac_clean)
                 record.update({k: v / max(1, n_done) for k, v in sums.items()})
                 record["grl_coef"] = min(1.0, step / grl_steps)
+                record["ramp"] = ramp if filtering else 0.0
                 self.history.append(record)
         net.eval()
         self.fitted = True
         return self
 
     def _train_step(
-        self, net, inputs, batch, w_train, soft_ramp, grl_coef, teacher_img, teacher_txt,
+        self, net, inputs, batch, w_train, ramp, grl_coef, teacher_img, teacher_txt,
         ema, stepper, critic_opt, club_opt, device, dtype,
     ):
         c = self.config
@@ -424,6 +437,8 @@ class DisNCLMethod(CorrespondenceMethod):
         with autocast(device, dtype):
             ov = net.side(x_img, "image", sample=c.stochastic)
             ot = net.side(x_txt, "text", sample=c.stochastic)
+            rec_v = net.reconstruct(ov["z"], ov["e"], "image").float()
+            rec_t = net.reconstruct(ot["z"], ot["e"], "text").float()
         z_v, z_t = ov["z"].float(), ot["z"].float()
         e_v, e_t = ov["e"].float(), ot["e"].float()
 
@@ -449,22 +464,23 @@ class DisNCLMethod(CorrespondenceMethod):
         with _Frozen(net.critic_parameters() + net.club_parameters()):
             # L_match: soft many-to-many targets (hard targets before they ramp in)
             logits = similarity_logits(z_v, z_t, c.tau)
-            if soft_ramp > 0:
+            if ramp > 0 and c.use_soft_targets:
                 if ema is not None:
                     with torch.no_grad(), autocast(device, dtype):
                         t_img = ema.encode_image(x_img).float()
                         t_txt = ema.encode_text(x_txt).float()
                 else:
                     t_img, t_txt = teacher_img[rows], teacher_txt[bidx]
-                kw = dict(k=c.soft_k, tau_s=c.soft_tau, a0=c.soft_a0, ramp=soft_ramp, min_mass=c.soft_min_mass)
-                y_vt, rw_vt, _ = soft_targets(t_img, bw, same, **kw)
-                y_tv, rw_tv, _ = soft_targets(t_txt, bw, same, **kw)
+                kw = dict(k=c.soft_k, tau_s=c.soft_tau, a0=c.soft_a0, ramp=ramp, min_mass=c.soft_min_mass)
+                y_vt, rw_vt, _ = soft_targets(t_img, bw, same, same_image_in_prior=True, **kw)
+                y_tv, rw_tv, _ = soft_targets(t_txt, bw, same, same_image_in_prior=False, **kw)
                 l_match = 0.5 * (
                     soft_cross_entropy(logits, y_vt, rw_vt) + soft_cross_entropy(logits.T, y_tv, rw_tv)
                 )
             else:
                 y = hard_targets(same)
-                l_match = 0.5 * (soft_cross_entropy(logits, y) + soft_cross_entropy(logits.T, y))
+                rw = bw if (ramp > 0 and not c.use_soft_targets) else None
+                l_match = 0.5 * (soft_cross_entropy(logits, y, rw) + soft_cross_entropy(logits.T, y, rw))
 
             # L_S: confidence-weighted InfoNCE (+ KL between the MII posteriors)
             l_nce = infonce(z_v, z_t, self.tau_mi, positives=same, weights=bw)
@@ -474,11 +490,9 @@ class DisNCLMethod(CorrespondenceMethod):
             else:
                 kl = fixed_variance_kl(z_v, z_t, c.kl_sigma)
             l_kl = (confident * kl).sum() / confident.sum().clamp_min(1.0)
-            l_s = l_nce + c.beta_s * l_kl
+            l_s = l_nce + ramp * c.beta_s * l_kl
 
             # L_X: reconstruction + adversarial critics through gradient reversal
-            rec_v = net.reconstruct(ov["z"], ov["e"], "image").float()
-            rec_t = net.reconstruct(ot["z"], ot["e"], "text").float()
             tgt_v = F.layer_norm(ov["h"].float(), (rec_v.shape[-1],)).detach()
             tgt_t = F.layer_norm(ot["h"].float(), (rec_t.shape[-1],)).detach()
             l_rec = F.mse_loss(rec_v, tgt_v) + F.mse_loss(rec_t, tgt_t)
@@ -574,6 +588,7 @@ class DisNCLMethod(CorrespondenceMethod):
                 "space": "mii",
                 "history": list(self.history),
                 "calibration": fit.to_dict() if fit is not None else "none: losses are constant",
+                "calibration_input": "reference loss",
                 "fraction_clean": float((confidence > 0.5).mean()),
                 "reference_loss": {"mean": float(loss_ref.mean()), "std": float(loss_ref.std())},
             }
@@ -583,6 +598,7 @@ class DisNCLMethod(CorrespondenceMethod):
         return PairScores(
             confidence=confidence,
             similarity=sim,
+            calibration_score=loss_ref,
             image_embeddings=z_img,
             text_embeddings=z_txt,
             vectors={"mii_image": z_img, "mii_text": z_txt, "mei_image": e_img, "mei_text": e_txt},

@@ -159,3 +159,47 @@ def inject_category(image_index, rate, categories, seed=0, classes=None, groups=
             if ok.any():
                 source[p] = pool[ok][rng.integers(ok.sum())]
     return InjectedNoise(source, _noisy_mask(source, image_index, cls), "category", rate, seed)
+
+
+def inject_nouns(captions, categories, vocabulary, rate, seed=0):
+    """Noun replacement: in a fraction ``rate`` of captions, a category noun
+    the caption mentions is replaced by another category that the image does
+    not contain ("a dog on a sofa" -> "a giraffe on a sofa").
+
+    Args:
+        captions: (P,) caption strings
+        categories: (P,) per pair the categories of its image
+        vocabulary: every category name (single or multi-word)
+        rate: fraction of captions chosen
+        seed (0): random seed
+
+    Returns:
+        ``(new_captions, noisy)``: the edited captions and a (P,) mask of the
+        ones actually edited (chosen captions that mention no category stay
+        as they are; the realised rate reports it)
+    """
+    import re
+
+    _check_rate(rate)
+    rng = np.random.default_rng(seed)
+    n = len(captions)
+    vocab = sorted(set(vocabulary), key=len, reverse=True)  # "hot dog" before "dog"
+    patterns = {v: re.compile(r"\b%ss?\b" % re.escape(v), re.IGNORECASE) for v in vocab}
+    new = list(captions)
+    noisy = np.zeros(n, dtype=bool)
+    for p in rng.choice(n, int(round(rate * n)), replace=False):
+        present = set(categories[p])
+        mentioned = [v for v in vocab if patterns[v].search(captions[p])]
+        # prefer a noun of the image's own categories: the edit then surely
+        # contradicts the image
+        mentioned = [v for v in mentioned if v in present] or mentioned
+        options = [v for v in vocab if v not in present]
+        if not mentioned or not options:
+            continue
+        old = mentioned[0]
+        replacement = options[rng.integers(len(options))]
+        new[p] = patterns[old].sub(
+            lambda m, r=replacement, o=old: r + ("s" if len(m.group(0)) > len(o) else ""), captions[p], count=1
+        )
+        noisy[p] = new[p] != captions[p]
+    return new, noisy

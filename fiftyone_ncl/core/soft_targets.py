@@ -12,12 +12,25 @@ partners:
                                       modality (image-image for image->text
                                       rows, text-text for text->image rows);
                                       1 where i and j share an image
-    M    = top-k of each row (off-diagonal) + diagonal + same-image entries
-    Q_ij = (w_j + eps) exp(A_ij / tau_s) / sum_{k in M_i} (w_k + eps) exp(A_ik / tau_s),  j in M_i
+    D    = the hard target: the diagonal, spread over same-image entries
+    N_i  = the top-k entries of row i outside the diagonal and the
+           same-image entries (the anchor's nearest neighbours)
+    Q_ij = (w_j + eps) exp(A_ij / tau_s) / sum_{k in P_i} (w_k + eps) exp(A_ik / tau_s),  j in P_i
     Y_ij = (1 - a_i) D_ij + a_i Q_ij,  a_i = ramp * (a0 + (1 - a0)(1 - w_i))
 
-``D`` is the hard target (the diagonal, spread over captions of the same
-image). Every row of ``Y`` sums to 1 and is zero outside ``M``.
+The prior's support ``P_i`` is ``N_i`` plus, for image anchors, the other
+captions of the anchor's image (``same_image_in_prior``). Every row of ``Y``
+sums to 1 and is zero outside ``M = diagonal + same-image + N``.
+
+Deviation from the reference's literal formula: it puts the diagonal into
+``Q`` too. With ``A_ii = 1`` and ``tau_s = 0.05`` the diagonal then takes
+almost all of ``Q``'s mass unless ``w_i`` is astronomically small (a gap of
+0.5 in affinity is a factor e^10 against the ``w_i + eps`` factor), so a
+noisy pair would keep its own label, against the stated intent that "a noisy
+pair moves most of its mass to its neighbours' partners". Here the diagonal
+mass is ``(1 - a_i) = (1 - a0) w_i`` (0.9 for a clean pair, 0 for a noisy
+one). For caption anchors, same-image columns are the anchor's own
+(possibly wrong) image repeated, so they only carry the diagonal's mass.
 """
 import torch
 
@@ -30,19 +43,29 @@ def hard_targets(same_image):
 
 
 def candidate_mask(affinity, k=5, same_image=None):
-    """(B, B) bool: the top-``k`` off-diagonal entries of each row, the
-    diagonal, and entries known to share an image."""
+    """(B, B) bool: the diagonal, entries known to share an image, and the
+    top-``k`` other entries of each row (the anchor's neighbours)."""
     n = affinity.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=affinity.device)
-    mask = eye.clone()
-    k = int(min(k, n - 1))
-    if k > 0:
-        off = affinity.float().masked_fill(eye, float("-inf"))
-        top = off.topk(k, dim=1).indices
-        mask.scatter_(1, top, True)
+    base = torch.eye(n, dtype=torch.bool, device=affinity.device)
     if same_image is not None:
-        mask |= same_image.bool()
-    return mask
+        base = base | same_image.bool()
+    return base | _neighbours(affinity, k, base)
+
+
+def _neighbours(affinity, k, exclude):
+    """Top-``k`` entries of each row outside ``exclude`` (fewer when a row
+    has fewer candidates)."""
+    n = affinity.shape[0]
+    out = torch.zeros(n, n, dtype=torch.bool, device=affinity.device)
+    k = int(min(k, n - 1))
+    if k <= 0:
+        return out
+    off = affinity.float().masked_fill(exclude, float("-inf"))
+    _, top = off.topk(k, dim=1)
+    out.scatter_(1, top, True)
+    # rows with fewer than k candidates picked excluded entries at -inf
+    out &= ~exclude
+    return out
 
 
 @torch.no_grad()
@@ -56,6 +79,7 @@ def soft_targets(
     ramp=1.0,
     eps=1e-3,
     min_mass=0.5,
+    same_image_in_prior=True,
 ):
     """Soft many-to-many targets for the rows anchored in one modality.
 
@@ -65,45 +89,50 @@ def soft_targets(
             anchor of pair j
         weights: (B,) clean confidence w_j of each pair (no gradient)
         same_image (None): optional (B, B) bool, True where pairs i and j
-            share an image (their affinity is set to 1 and they are always
-            candidates)
-        k (5): neighbours kept per row besides the diagonal and same-image
-            entries
+            share an image
+        k (5): neighbours per row besides the diagonal and same-image entries
         tau_s (0.05): temperature of the prior
-        a0 (0.1): smoothing of a fully clean pair
+        a0 (0.1): soft mass of a fully clean pair
         ramp (1.0): scale of the soft part in [0, 1] (0 during warm-up:
             the target is then the hard one)
-        eps (1e-3): added to w before weighting, so a row whose candidates
-            are all doubtful still has a defined prior
-        min_mass (0.5): rows whose candidates' total confidence
-            ``sum_{j in M_i} w_j`` falls below this get a loss weight
-            ``mass / min_mass`` (no trustworthy partner in the batch)
+        eps (1e-3): added to w in the prior, so a row whose candidates are
+            all doubtful still has a defined prior
+        min_mass (0.5): rows whose total confidence ``w_i + sum_{j in P_i} w_j``
+            falls below this get the loss weight ``mass / min_mass`` (no
+            trustworthy partner in the batch)
+        same_image_in_prior (True): whether the other captions of the
+            anchor's image are candidates of the prior (with affinity 1):
+            True for image anchors (they are captions of the anchor), False
+            for caption anchors (they are the anchor's own labelled image)
 
     Returns:
         ``(targets, row_weight, mask)``: (B, B) row-stochastic float32
-        targets, (B,) loss weight of each row, and the (B, B) bool candidate
-        mask the targets live on
+        targets, (B,) loss weight of each row, and the (B, B) bool mask
+        (diagonal + same-image + neighbours) outside which targets are 0
     """
     teacher = teacher.float()
     w = weights.float().clamp(0.0, 1.0)
     n = teacher.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=teacher.device)
+    same = eye if same_image is None else (same_image.bool() | eye)
     affinity = teacher @ teacher.T
-    if same_image is not None:
-        same_image = same_image.bool()
-        affinity = torch.where(same_image, torch.ones_like(affinity), affinity)
-    else:
-        same_image = torch.eye(n, dtype=torch.bool, device=teacher.device)
-    mask = candidate_mask(affinity, k, same_image)
+    affinity = torch.where(same, torch.ones_like(affinity), affinity)
+    neighbours = _neighbours(affinity, k, same)
+    mask = same | neighbours
+    support = neighbours | (same & ~eye) if same_image_in_prior else neighbours
 
+    hard = hard_targets(same)
     logits = affinity / tau_s + torch.log(w + eps)[None, :]
-    logits = logits.masked_fill(~mask, float("-inf"))
-    prior = torch.softmax(logits, dim=1)
+    logits = logits.masked_fill(~support, float("-inf"))
+    has_prior = support.any(1, keepdim=True)
+    prior = torch.where(has_prior, torch.softmax(logits.masked_fill(~has_prior, 0.0), dim=1), hard)
+    prior = prior.masked_fill(~(support | ~has_prior), 0.0)
 
     ramp = float(min(max(ramp, 0.0), 1.0))
     a = ramp * (a0 + (1.0 - a0) * (1.0 - w))
-    targets = (1.0 - a)[:, None] * hard_targets(same_image) + a[:, None] * prior
+    targets = (1.0 - a)[:, None] * hard + a[:, None] * prior
 
-    mass = (w[None, :] * mask.float()).sum(1)
+    mass = w + (w[None, :] * support.float()).sum(1)
     row_weight = (1.0 - ramp) + ramp * (mass / max(min_mass, 1e-12)).clamp(max=1.0)
     return targets, row_weight, mask
 

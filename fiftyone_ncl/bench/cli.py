@@ -1,0 +1,151 @@
+"""``fiftyone-ncl bench``: the detection/retrieval grid and the speed benchmark.
+
+    fiftyone-ncl bench --profile quick          # < 10 min on 2 cores
+    fiftyone-ncl bench --profile full           # the README tables (hours)
+    fiftyone-ncl bench speed --sizes 100000 1000000
+
+Results go to ``bench-results/<profile>/`` (results.json, results.md,
+figures.html, noise masks).
+"""
+import argparse
+import logging
+import os
+import shlex
+import sys
+import time
+
+# Per-profile data sizes, noise grid and method budgets. Methods not named
+# here (added later) run with their defaults plus the data set's overrides.
+PROFILES = {
+    "tiny": {  # plumbing checks (tests): seconds
+        "problems": {"synthetic-high": {"n_pairs": 300}},
+        "kinds": ["random"],
+        "rates": [0.4],
+        "seeds": [0],
+        "settings": {
+            "*": {"epochs": 2, "embed_dim": 32, "hidden_dim": 64},
+            "crcl": {"stages": (1, 1), "warmup_epochs": 1},
+            "disncl": {"epochs": 3, "warmup_epochs": 1},
+        },
+    },
+    "quick": {
+        "problems": {
+            "synthetic-high": {"n_pairs": 2000},
+            "fmnist-captions": {"n_train": 5000, "n_test": 2000},
+            "coco-mini": {},
+        },
+        "kinds": ["category", "random"],
+        "rates": [0.2, 0.6],
+        "seeds": [0],
+        "settings": {
+            "*": {"epochs": 5},
+            "crcl": {"stages": (2, 2, 4), "warmup_epochs": 2},
+            "disncl": {"epochs": 10, "warmup_epochs": 3},
+        },
+    },
+    "full": {
+        "problems": {
+            "fmnist-captions": {"n_train": 60000, "n_test": 10000},
+            "synthetic-high": {"n_pairs": 10000},
+            "synthetic-low": {"n_pairs": 10000},
+            "coco-mini": {},
+        },
+        "kinds": ["category", "random", "noun"],
+        "rates": [0.0, 0.2, 0.4, 0.6, 0.8],
+        "seeds": [0, 1, 2],
+        "settings": {
+            "*": {"epochs": 5},
+            "crcl": {"stages": (3, 3, 6), "warmup_epochs": 2},
+            "disncl": {"epochs": 12, "warmup_epochs": 3},
+        },
+    },
+}
+
+
+def load_problems(spec, log=print):
+    """Builds the named problems; skips unavailable ones with a message."""
+    from fiftyone_ncl.bench import problems as P
+
+    out = []
+    for name, kwargs in spec.items():
+        try:
+            if name == "fmnist-captions":
+                out.append(P.fmnist_captions(**kwargs))
+            elif name.startswith("synthetic-"):
+                out.append(P.synthetic(name.split("-", 1)[1], **kwargs))
+            elif name == "coco-mini":
+                out.append(P.coco_mini(**kwargs))
+            else:
+                raise ValueError("unknown data set %r" % name)
+        except FileNotFoundError as e:
+            log("skipping %s: %s" % (name, e))
+    return out
+
+
+def grid_main(args):
+    from fiftyone_ncl.bench.report import write_results
+    from fiftyone_ncl.bench.runner import run_grid
+
+    profile = PROFILES[args.profile]
+    problems = profile["problems"]
+    if args.problems:
+        problems = {k: v for k, v in problems.items() if k in args.problems}
+    out_dir = args.out or os.path.join("bench-results", args.profile)
+    command = "fiftyone-ncl bench " + " ".join(shlex.quote(a) for a in args.argv)
+    t0 = time.time()
+    loaded = load_problems(problems)
+    settings = {}
+    for method, opts in profile["settings"].items():
+        settings[method] = dict(opts)
+    rows = run_grid(
+        loaded,
+        kinds=args.kinds or profile["kinds"],
+        rates=args.rates or profile["rates"],
+        seeds=list(range(args.seeds)) if args.seeds else profile["seeds"],
+        methods=args.methods,
+        out_dir=out_dir,
+        settings=_expand(settings, args.methods),
+    )
+    md = write_results(rows, out_dir, command, extra={"profile": args.profile, "wall_seconds": time.time() - t0})
+    print(md)
+    print("\nWrote %s/results.json, results.md, figures.html (%.0f s)" % (out_dir, time.time() - t0))
+    return 0
+
+
+def _expand(settings, methods):
+    """Applies the ``"*"`` entry to every method (and the oracle)."""
+    from fiftyone_ncl.core.methods import list_methods
+
+    from fiftyone_ncl.bench.runner import ORACLE
+
+    common = settings.get("*", {})
+    out = {}
+    for m in list(methods or list_methods()) + [ORACLE]:
+        name = "cosine" if m == ORACLE else m
+        out[m] = dict(common, **settings.get(name, {}))
+    return out
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING)
+    if argv and argv[0] == "speed":
+        from fiftyone_ncl.bench.speed import main as speed_main
+
+        return speed_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="fiftyone-ncl bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--problems", nargs="*", help="subset of the profile's data sets")
+    parser.add_argument("--kinds", nargs="*", help="noise kinds: random category noun")
+    parser.add_argument("--rates", nargs="*", type=float, help="noise rates, e.g. 0.2 0.4")
+    parser.add_argument("--seeds", type=int, help="number of seeds")
+    parser.add_argument("--methods", nargs="*", help="methods (default: all registered + oracle)")
+    parser.add_argument("--out", help="output directory (default bench-results/<profile>)")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return grid_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

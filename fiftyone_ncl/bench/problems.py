@@ -1,0 +1,209 @@
+"""Benchmark data sets: clean pairs with known structure, ready for noise.
+
+* ``fmnist-captions``: Fashion-MNIST photos (Debian package) with templated
+  captions, half of them with a modality-exclusive phrase; class-level truth;
+  trained end to end (small CNN image tower over pixels, heads over frozen
+  MiniLM caption vectors).
+* ``synthetic-high`` / ``synthetic-low``: the MII/MEI factor model
+  (:mod:`fiftyone_ncl.bench.synthetic`) with exclusive variance dominating or
+  not; instance-level truth.
+* ``coco-mini``: 258 real COCO photos x 5 human captions from
+  ``../shared/data/coco-mini`` when present; category-aware swaps by shared
+  COCO category and noun replacement; pixels + MiniLM, instance-level truth.
+"""
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fiftyone_ncl.bench import fmnist
+from fiftyone_ncl.core.data import PairData
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Problem:
+    """A clean pair problem.
+
+    Attributes:
+        name: data set name
+        data: the clean training pairs
+        classes: (P,) class of each pair's image for class-level truth (a
+            caption of the same class still matches), or None for instance
+            level
+        categories: (P,) per pair a label or a list of labels, for
+            category-aware swaps
+        groups: optional label -> confusion group, for category-aware swaps
+        test: optional clean held-out pairs for retrieval
+        test_classes: ``(image_classes, caption_classes)`` of the test pairs
+            for the class-level retrieval protocol, or None
+        settings: per-method option overrides for this problem
+            (``{"*": {...}, "crcl": {...}}``; ``"*"`` applies to every method)
+        captions: optional caption strings (for noun replacement)
+        vocabulary: optional noun list for noun replacement
+        embed_text: optional function re-embedding edited captions
+        meta: description
+    """
+
+    name: str
+    data: PairData
+    classes: np.ndarray = None
+    categories: list = None
+    groups: dict = None
+    test: PairData = None
+    test_classes: tuple = None
+    settings: dict = field(default_factory=dict)
+    captions: list = None
+    vocabulary: list = None
+    embed_text: object = None
+    meta: dict = field(default_factory=dict)
+
+    def method_settings(self, method):
+        out = dict(self.settings.get("*", {}))
+        out.update(self.settings.get(method, {}))
+        return out
+
+
+def _minilm():
+    from fiftyone_ncl.encoders import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder()
+
+
+def fmnist_captions(n_train=60000, n_test=10000, seed=0, exclusive="instance", clutter=0.0, settings=None):
+    """Fashion-MNIST with templated captions (class-level truth).
+
+    Args:
+        n_train (60000): training photos (a class-balanced subset if fewer)
+        n_test (10000): clean test photos for retrieval
+        seed (0): seed of the subsets, templates and phrases
+        exclusive ("instance"): the appended non-visual phrase: ``"instance"``
+            (a random phrase per caption: variance no image can explain, which
+            lets a model memorise individual pairs), ``"class"`` (tied to the
+            class) or ``"none"``
+        clutter (0.0): fraction of images given random image-exclusive
+            clutter (a bright bar in a random place)
+        settings (None): per-method overrides
+
+    Returns:
+        a :class:`Problem` with uint8 pixel images (towers="cnn")
+    """
+    encoder = _minilm()
+
+    def split(name, n, split_seed):
+        images, labels = fmnist.load_fashion_mnist(name)
+        rng = np.random.default_rng(split_seed)
+        if n < len(labels):
+            per = n // len(fmnist.CLASS_NAMES)
+            keep = np.sort(np.concatenate([
+                rng.choice(np.flatnonzero(labels == c), per, replace=False) for c in range(len(fmnist.CLASS_NAMES))
+            ]))
+            images, labels = images[keep], labels[keep]
+        images = images.copy()
+        if clutter:
+            cluttered = rng.random(len(images)) < clutter
+            for i in np.flatnonzero(cluttered):
+                r, c = rng.integers(0, 24, size=2)
+                images[i, r : r + 4, c : c + 4] = 255
+        captions = make_fmnist_captions(labels, split_seed, exclusive)
+        texts = encoder.embed_texts(captions, progress=False)
+        data = PairData(images[:, None], texts, np.arange(len(labels)))
+        return data, labels, captions
+
+    train, train_labels, captions = split("train", n_train, seed)
+    test, test_labels, _ = split("test", n_test, seed + 1)
+    return Problem(
+        name="fmnist-captions",
+        data=train,
+        classes=train_labels,
+        categories=[fmnist.CLASS_NAMES[c] for c in train_labels],
+        groups=fmnist.CONFUSION_GROUPS,
+        test=test,
+        test_classes=(test_labels, test_labels),
+        settings={"*": {"towers": "cnn"}, **(settings or {})},
+        captions=captions,
+        meta={"n_train": len(train_labels), "n_test": len(test_labels), "exclusive": exclusive, "clutter": clutter},
+    )
+
+
+def make_fmnist_captions(labels, seed, exclusive="instance"):
+    """Captions per :func:`fmnist_captions`'s ``exclusive`` setting."""
+    if exclusive == "class":
+        return fmnist.make_captions(labels, seed=seed)
+    rng = np.random.default_rng(seed)
+    base = fmnist.make_captions(labels, seed=seed, exclusive_fraction=0.0)
+    if exclusive == "none":
+        return base
+    if exclusive != "instance":
+        raise ValueError("exclusive must be 'instance', 'class' or 'none', got %r" % exclusive)
+    phrases = fmnist.EXCLUSIVE_PHRASES + fmnist.MORE_PHRASES
+    extra = rng.random(len(labels)) < 0.5
+    pick = rng.integers(len(phrases), size=len(labels))
+    return [c + ", " + phrases[p] if x else c for c, x, p in zip(base, extra, pick)]
+
+
+def synthetic(level="high", n_pairs=4000, seed=0, settings=None):
+    """The MII/MEI factor model; ``level`` "high": exclusive variance
+    dominates (std 3x the shared), "low": it does not (0.5x)."""
+    from fiftyone_ncl.bench import synthetic as syn
+
+    exclusive_std = {"high": 3.0, "low": 0.5}[level]
+    problem = syn.make_synthetic(n_pairs=n_pairs, exclusive_std=exclusive_std, noise_rate=0.0, seed=seed)
+    data = problem[0] if isinstance(problem, tuple) else problem.data
+    return Problem(
+        name="synthetic-%s" % level,
+        data=data,
+        categories=None,
+        settings=settings or {},
+        meta={"n_pairs": n_pairs, "exclusive_std": exclusive_std},
+    )
+
+
+def coco_mini_root():
+    """``../shared/data/coco-mini`` beside the repository, if present."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "data", "coco-mini"))
+    return root if os.path.isfile(os.path.join(root, "pairs.jsonl")) else None
+
+
+def coco_mini(root=None, image_size=32, settings=None):
+    """258 real COCO photos with 5 human captions each (instance-level truth).
+
+    Images are raw 32x32 RGB pixels (no pretrained image model is available
+    offline), captions all-MiniLM-L6-v2; category-aware swaps move a caption
+    to another image sharing a COCO category.
+
+    Raises:
+        FileNotFoundError: if the data is not there
+    """
+    from fiftyone_ncl.encoders import PixelEncoder
+
+    root = root or coco_mini_root()
+    if root is None:
+        raise FileNotFoundError("coco-mini not found beside the repository (../shared/data/coco-mini)")
+    with open(os.path.join(root, "pairs.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    paths = [os.path.join(root, r["file"]) for r in rows]
+    captions, image_index, categories = [], [], []
+    for i, r in enumerate(rows):
+        for c in r["captions"]:
+            captions.append(" ".join(c.split()))
+            image_index.append(i)
+            categories.append(list(r["categories"]))
+    encoder = _minilm()
+    images = PixelEncoder(image_size, grayscale=False).embed_images(paths, progress=False)
+    texts = encoder.embed_texts(captions, progress=False)
+    vocabulary = sorted({c for r in rows for c in r["categories"]})
+    return Problem(
+        name="coco-mini",
+        data=PairData(images, texts, np.asarray(image_index)),
+        categories=categories,
+        settings=settings or {},
+        captions=captions,
+        vocabulary=vocabulary,
+        embed_text=lambda caps: encoder.embed_texts(caps, progress=False),
+        meta={"images": len(rows), "captions": len(captions), "root": root},
+    )

@@ -1,0 +1,168 @@
+"""Benchmark results as JSON, markdown tables and plotly figures."""
+import json
+import os
+import platform
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+from fiftyone_ncl.utils import to_jsonable
+
+METRICS = ("auroc", "ap", "precision_at_k", "correction_accuracy", "rsum", "i2t_r1", "seconds")
+
+
+def machine():
+    """A one-line description of where the benchmark ran."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return "%s, %d cores (%d torch threads), %s, Python %s, torch %s" % (
+        cpu, os.cpu_count(), torch.get_num_threads(), gpu, platform.python_version(), torch.__version__,
+    )
+
+
+def aggregate(rows):
+    """Mean and sd over seeds per (problem, kind, rate, method)."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["problem"], r["kind"], r["rate"], r["method"])].append(r)
+    out = []
+    for (problem, kind, rate, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
+        entry = {"problem": problem, "kind": kind, "rate": rate, "method": method, "seeds": len(rs),
+                 "realised_rate": float(np.mean([r["realised_rate"] for r in rs]))}
+        for m in METRICS:
+            vals = [r.get(m) for r in rs if r.get(m) is not None]
+            if vals:
+                entry[m] = float(np.mean(vals))
+                entry[m + "_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+def _fmt(entry, metric, digits=3):
+    if metric not in entry:
+        return "-"
+    if entry.get("seeds", 1) > 1:
+        return "%.*f ± %.*f" % (digits, entry[metric], digits, entry[metric + "_sd"])
+    return "%.*f" % (digits, entry[metric])
+
+
+def markdown(summary, command, machine_line):
+    """Markdown tables: AUROC per rate for each (problem, kind), then a
+    detailed table per (problem, kind) at every rate."""
+    lines = ["Command: `%s`" % command, "", "Machine: %s" % machine_line, ""]
+    by = defaultdict(list)
+    for e in summary:
+        by[(e["problem"], e["kind"])].append(e)
+    clean_rows = {(e["problem"], e["method"]): e for e in summary if e["kind"] == "none"}
+    for (problem, kind), entries in sorted(by.items()):
+        if kind == "none":
+            continue
+        rates = sorted({e["rate"] for e in entries})
+        methods = list(dict.fromkeys(e["method"] for e in entries))
+        cell = {(e["method"], e["rate"]): e for e in entries}
+        realised = {r: np.mean([e["realised_rate"] for e in entries if e["rate"] == r]) for r in rates}
+        lines.append("### %s, %s noise: detection AUROC (mean ± sd over seeds)" % (problem, kind))
+        lines.append("")
+        lines.append("| method | " + " | ".join("%d%% (realised %.0f%%)" % (round(100 * r), 100 * realised[r]) for r in rates) + " |")
+        lines.append("|---" * (len(rates) + 1) + "|")
+        for m in methods:
+            lines.append("| %s | " % m + " | ".join(_fmt(cell[(m, r)], "auroc") if (m, r) in cell else "-" for r in rates) + " |")
+        lines.append("")
+        lines.append("Details (AP, precision at k, correction accuracy of suggestions, retrieval rSum on the clean test split, seconds per run):")
+        lines.append("")
+        lines.append("| rate | method | AP | P@k | correction | rSum | i2t R@1 | s |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for r in rates:
+            for m in methods:
+                e = cell.get((m, r))
+                if e is None:
+                    continue
+                lines.append("| %d%% | %s | %s | %s | %s | %s | %s | %.0f |" % (
+                    round(100 * r), m, _fmt(e, "ap"), _fmt(e, "precision_at_k"), _fmt(e, "correction_accuracy"),
+                    _fmt(e, "rsum", 1), _fmt(e, "i2t_r1", 1), e.get("seconds", 0)))
+        for m in methods:
+            e = clean_rows.get((problem, m))
+            if e is not None and "rsum" in e:
+                lines.append("| 0%% | %s | - | - | - | %s | %s | %.0f |" % (m, _fmt(e, "rsum", 1), _fmt(e, "i2t_r1", 1), e.get("seconds", 0)))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def figures(rows, summary, hist_rate=0.4):
+    """Plotly figures: AUROC vs noise rate per method for each (data set,
+    noise kind), and confidence histograms of clean vs noisy pairs at
+    ``hist_rate``."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figs = []
+    by = defaultdict(list)
+    for e in summary:
+        if e["kind"] != "none":
+            by[(e["problem"], e["kind"])].append(e)
+    for (problem, kind), entries in sorted(by.items()):
+        fig = go.Figure()
+        for method in dict.fromkeys(e["method"] for e in entries):
+            pts = sorted((e["rate"], e["auroc"], e.get("auroc_sd", 0)) for e in entries if e["method"] == method and "auroc" in e)
+            if not pts:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[100 * p[0] for p in pts], y=[p[1] for p in pts], name=method, mode="lines+markers",
+                error_y=dict(type="data", array=[p[2] for p in pts], visible=True),
+            ))
+        fig.update_layout(title="%s, %s noise: detection AUROC" % (problem, kind), xaxis_title="noise rate (%)",
+                          yaxis_title="AUROC", template="plotly_white")
+        figs.append(fig)
+
+    hist = defaultdict(list)
+    for r in rows:
+        if "_confidence" in r and abs(r["rate"] - hist_rate) < 1e-9:
+            hist[(r["problem"], r["kind"])].append(r)
+    for (problem, kind), rs in sorted(hist.items()):
+        fig = make_subplots(rows=1, cols=len(rs), subplot_titles=[r["method"] for r in rs])
+        for i, r in enumerate(rs, start=1):
+            conf, noisy = r["_confidence"], r["_noisy"]
+            fig.add_trace(go.Histogram(x=conf[~noisy], name="clean", marker_color="#2e7d32", opacity=0.6,
+                                       nbinsx=40, showlegend=i == 1), row=1, col=i)
+            fig.add_trace(go.Histogram(x=conf[noisy], name="noisy", marker_color="#c62828", opacity=0.6,
+                                       nbinsx=40, showlegend=i == 1), row=1, col=i)
+        fig.update_layout(barmode="overlay", title="%s, %s noise %d%%: confidence of clean vs noisy pairs"
+                          % (problem, kind, round(100 * hist_rate)), template="plotly_white", height=380)
+        figs.append(fig)
+    return figs
+
+
+def write_figures(figs, path):
+    """All figures in one standalone HTML file (plotly.js inlined once, so it
+    opens offline)."""
+    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
+    with open(path, "w") as f:
+        f.write("<html><head><meta charset='utf-8'><title>fiftyone-ncl benchmark</title></head><body>\n")
+        f.write("\n".join(parts))
+        f.write("\n</body></html>\n")
+    return path
+
+
+def write_results(rows, out_dir, command, extra=None):
+    """Writes ``results.json``, ``results.md`` and the figures to ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    summary = aggregate(rows)
+    machine_line = machine()
+    plain = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(to_jsonable({"command": command, "machine": machine_line, "argv": sys.argv, "rows": plain,
+                               "summary": summary, **(extra or {})}), f, indent=1)
+    md = markdown(summary, command, machine_line)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(md + "\n")
+    write_figures(figures(rows, summary), os.path.join(out_dir, "figures.html"))
+    return md

@@ -1,0 +1,173 @@
+"""The evaluation grid: data set x noise kind x noise rate x seed x method.
+
+Every registered method runs (a method added later joins automatically),
+plus an ``oracle`` row: the plain InfoNCE baseline trained on the clean pairs
+only, the ceiling of detection. Per run: detection AUROC / AP / precision at
+k of ``1 - confidence`` against the injected mismatches, correction accuracy
+of the suggestions for flagged noisy pairs, retrieval on the clean test split
+when the data set has one, and wall time.
+"""
+import logging
+import os
+import time
+
+import numpy as np
+
+from fiftyone_ncl.core.data import PairData
+from fiftyone_ncl.core.methods import build_method, list_methods
+from fiftyone_ncl.core.metrics import detection_metrics, retrieval_metrics
+from fiftyone_ncl.core.noise import inject_category, inject_nouns, inject_random
+from fiftyone_ncl.core.suggestions import suggest_captions
+
+logger = logging.getLogger(__name__)
+
+ORACLE = "oracle"
+
+
+def make_noisy(problem, kind, rate, seed):
+    """Injects noise into a problem's clean pairs.
+
+    Returns:
+        ``(data, noisy, source)``: the noisy :class:`PairData`, the (P,)
+        truth mask, and the (P,) row of the caption each pair now carries
+        (None for noun replacement, which edits captions instead)
+    """
+    clean = problem.data
+    image_index = clean.image_index
+    if rate == 0:
+        return clean, np.zeros(clean.n_pairs, dtype=bool), np.arange(clean.n_pairs)
+    if kind == "random":
+        noise = inject_random(image_index, rate, seed=seed, classes=problem.classes)
+    elif kind == "category":
+        if problem.categories is None:
+            raise ValueError("%s has no categories for category-aware swaps" % problem.name)
+        noise = inject_category(
+            image_index, rate, problem.categories, seed=seed, classes=problem.classes, groups=problem.groups
+        )
+    elif kind == "noun":
+        if problem.captions is None or problem.vocabulary is None:
+            raise ValueError("%s has no captions/categories for noun replacement" % problem.name)
+        captions, noisy = inject_nouns(problem.captions, problem.categories, problem.vocabulary, rate, seed=seed)
+        texts = clean.texts.copy()
+        edited = np.flatnonzero(noisy)
+        if len(edited):
+            texts[edited] = problem.embed_text([captions[i] for i in edited])
+        data = PairData(clean.images, texts, image_index, clean.joint_space)
+        return data, noisy, None
+    else:
+        raise ValueError("unknown noise kind %r; expected random, category or noun" % kind)
+    data = PairData(clean.images, clean.texts[noise.source], image_index, clean.joint_space)
+    return data, noise.noisy, noise.source
+
+
+def correction_accuracy(problem, scores, noisy, source, threshold=0.5):
+    """Fraction of flagged, truly noisy pairs whose suggested caption is a
+    right one: same class (class-level truth) or the image's own original
+    caption (instance level). None when it cannot be judged."""
+    flagged = (np.asarray(scores.confidence) < threshold) & noisy
+    if not flagged.any() or source is None:
+        return None
+    rows = np.flatnonzero(flagged)
+    image_index = problem.data.image_index
+    best, _ = suggest_captions(scores.image_embeddings, scores.text_embeddings, image_index, image_index[rows])
+    ok = best >= 0
+    original = source[best[ok]]  # clean row of the suggested caption
+    if problem.classes is not None:
+        right = problem.classes[original] == problem.classes[rows[ok]]
+    else:
+        right = image_index[original] == image_index[rows[ok]]
+    return float(np.sum(right) / len(rows))
+
+
+def _retrieval(problem, method):
+    if problem.test is None:
+        return {}
+    scores = method.score(problem.test, progress=False)
+    classes = problem.test_classes or (None, None)
+    return retrieval_metrics(
+        scores.image_embeddings, scores.text_embeddings, problem.test.image_index, classes[0], classes[1]
+    )
+
+
+def run_one(problem, data, noisy, source, method_name, seed, settings=None, threshold=0.5):
+    """Fits and scores one method on noisy data; returns ``(row, scores)``."""
+    settings = dict(settings or {})
+    t0 = time.time()
+    if method_name == ORACLE:
+        method = build_method("cosine", train_heads=True, seed=seed, **settings)
+        method.fit(data.subset(np.flatnonzero(~noisy)), progress=False)
+    else:
+        method = build_method(method_name, seed=seed, **settings)
+        method.fit(data, progress=False)
+    scores = method.score(data, progress=False)
+    seconds = time.time() - t0
+    row = {"method": method_name, "seconds": seconds}
+    row.update(detection_metrics(noisy, scores.confidence, threshold=threshold))
+    row["correction_accuracy"] = correction_accuracy(problem, scores, noisy, source, threshold)
+    row.update(_retrieval(problem, method))
+    return row, scores
+
+
+def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings=None, log=print):
+    """Runs the grid; returns the result rows (one per run).
+
+    Args:
+        problems: :class:`~fiftyone_ncl.bench.problems.Problem` objects
+        kinds: noise kinds (``"random"``, ``"category"``, ``"noun"``); kinds a
+            problem cannot do are skipped
+        rates: noise rates in [0, 1]
+        seeds: seeds (noise and training)
+        methods (None): method names; default every registered method plus
+            the oracle
+        out_dir (None): where to save the noise masks (``noise/*.npz``)
+        settings (None): ``{method: options}`` applied on top of the problem's
+        log (print): progress printer
+
+    Returns:
+        a list of dicts; confidence arrays of the first seed are attached
+        under ``"_confidence"`` / ``"_noisy"`` for the figures
+    """
+    methods = list(methods or list_methods() + [ORACLE])
+    rows = []
+    for problem in problems:
+        for kind in kinds:
+            if kind == "category" and problem.categories is None:
+                continue
+            if kind == "noun" and problem.vocabulary is None:
+                continue
+            for rate in rates:
+                if rate == 0 and kind != kinds[0]:
+                    continue  # 0% is the same for every kind
+                for seed in seeds:
+                    data, noisy, source = make_noisy(problem, kind, rate, seed)
+                    if out_dir:
+                        os.makedirs(os.path.join(out_dir, "noise"), exist_ok=True)
+                        np.savez_compressed(
+                            os.path.join(out_dir, "noise", "%s_%s_%02d_seed%d.npz" % (problem.name, kind, round(100 * rate), seed)),
+                            noisy=noisy,
+                            source=source if source is not None else np.arange(len(noisy)),
+                        )
+                    for method in methods:
+                        if method == ORACLE and rate == 0:
+                            continue
+                        opts = problem.method_settings("cosine" if method == ORACLE else method)
+                        opts.update((settings or {}).get(method, {}))
+                        row, scores = run_one(problem, data, noisy, source, method, seed, opts)
+                        row.update(
+                            problem=problem.name, kind=kind if rate else "none", rate=rate, seed=seed,
+                            realised_rate=float(noisy.mean()),
+                        )
+                        if seed == seeds[0]:
+                            row["_confidence"] = np.asarray(scores.confidence, dtype=np.float32)
+                            row["_noisy"] = noisy
+                        rows.append(row)
+                        log(
+                            "%-16s %-8s %3d%% seed %d %-7s AUROC %s AP %s  %.0fs"
+                            % (
+                                problem.name, kind, round(100 * rate), seed, method,
+                                "%.3f" % row["auroc"] if row["auroc"] is not None else "  -  ",
+                                "%.3f" % row["ap"] if row["ap"] is not None else "  -  ",
+                                row["seconds"],
+                            )
+                        )
+    return rows
