@@ -105,8 +105,11 @@ class ReviewSuspects(foo.Operator):
         p = ctx.params
         key = p["run_key"]
         name = ncl.save_suspects_view(ctx.dataset, key, name=p.get("view_name"), threshold=p.get("threshold"))
-        ctx.ops.set_view(name=name)
-        return {"view_name": name, "count": len(ctx.dataset.load_saved_view(name))}
+        view = ctx.dataset.load_saved_view(name)
+        # by value: the App's list of saved views predates this one, so
+        # set_view(name=...) fails there ("Saved view ... does not exist")
+        ctx.ops.set_view(view=view)
+        return {"view_name": name, "count": len(view)}
 
 
 class AcceptSuggestion(foo.Operator):

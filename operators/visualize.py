@@ -70,6 +70,13 @@ class VisualizeSubspaces(foo.Operator):
                 is_active=True,
                 state={"openKey": keys[space], "colorField": field_name(key, "confidence")},
             )
+            # the App 1.22 panel opens on its list of maps whatever the state
+            # says (checked in tests/browser): tell the user what to pick
+            yield ctx.ops.notify(
+                "Map '%s' is ready: open it in the Embeddings panel and colour by '%s'"
+                % (keys[space], field_name(key, "confidence")),
+                variant="success",
+            )
 
 
 class PlotConfidence(foo.Operator):

@@ -18,6 +18,9 @@ SHARED = REPO.parent / "shared"
 os.environ["FIFTYONE_DATABASE_NAME"] = os.environ.get("NCL_TEST_DATABASE_NAME", "fiftyone_ncl_tests")
 os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# checkpoints and other files FiftyOne writes under its dataset dir
+_SCRATCH = tempfile.mkdtemp(prefix="ncl-test-files-")
+os.environ["FIFTYONE_DEFAULT_DATASET_DIR"] = _SCRATCH
 _PLUGINS = tempfile.mkdtemp(prefix="ncl-plugins-")
 os.symlink(REPO, os.path.join(_PLUGINS, "fiftyone-ncl"))
 os.environ["FIFTYONE_PLUGINS_DIR"] = _PLUGINS
@@ -27,6 +30,7 @@ PLUGIN = "@fiftyone-ncl/ncl"
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_PLUGINS, ignore_errors=True)
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
