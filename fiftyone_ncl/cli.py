@@ -66,7 +66,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="score a demo dataset with known mismatches and print detection quality")
-    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--samples", type=int, default=10000)
     p.add_argument("--noise", type=float, default=0.3, help="fraction of captions swapped")
     p.add_argument("--methods", nargs="*", default=None, help="methods to run (default: all)")
     p.add_argument("--seed", type=int, default=0)

@@ -94,6 +94,7 @@ def compute_correspondence(
     model=None,
     threshold=0.5,
     suggest=True,
+    max_suggestions=10_000,
     max_suggestion_candidates=100_000,
     save_checkpoint=None,
     store_embeddings=False,
@@ -138,6 +139,9 @@ def compute_correspondence(
             method object) to score with, without training
         threshold (0.5): pairs with confidence below it are flagged noisy
         suggest (True): compute ``{key}_suggestion`` for flagged samples
+        max_suggestions (10000): suggest for at most this many flagged
+            samples, the least confident first (None: all); the search costs
+            flagged x candidates dot products
         max_suggestion_candidates (100000): bound on the captions searched for
             suggestions (all flagged ones plus a seeded random subset of the
             others)
@@ -192,7 +196,7 @@ def compute_correspondence(
     noisy = confidence < threshold
     suggestion_index = None
     if suggest:
-        suggestion_index = _suggestions(pairs, scores, noisy, max_suggestion_candidates)
+        suggestion_index = _suggestions(pairs, scores, confidence, noisy, max_suggestions, max_suggestion_candidates)
 
     ckpt = None
     trained = loaded_from is None and bool(ncl_method.state_dict())
@@ -250,12 +254,16 @@ def _check_scores(scores, n_pairs):
             )
 
 
-def _suggestions(pairs, scores, noisy, max_candidates):
+def _suggestions(pairs, scores, confidence, noisy, max_queries, max_candidates):
     """(N,) pair row of the suggested caption per sample, -1 where none."""
-    flagged_samples = np.unique(pairs.image_index[noisy])
     out = np.full(pairs.n_images, -1, dtype=np.int64)
-    if len(flagged_samples) == 0:
+    if not noisy.any():
         return out
+    # each flagged sample, ranked by its least confident caption
+    worst = np.full(pairs.n_images, np.inf)
+    np.minimum.at(worst, pairs.image_index[noisy], confidence[noisy])
+    flagged_samples = np.flatnonzero(np.isfinite(worst))
+    flagged_samples = flagged_samples[np.argsort(worst[flagged_samples], kind="stable")][:max_queries]
     best, _ = suggest_captions(
         scores.image_embeddings,
         scores.text_embeddings,
@@ -348,13 +356,11 @@ def _write_run(samples, run_key, pairs, scores, results, gathered, ncl_method, c
             for cache in gathered.cache_writes:
                 ftype = fof.ArrayField if cache.array else fof.VectorField
                 writer.set(cache.field, cache.values, ftype, info=cache.info)
-            for suffix, (values, ftype, subfield, description) in fields.items():
-                writer.set(
-                    field_name(run_key, suffix), dict(zip(ids, values)), ftype,
-                    subfield=subfield, description=description,
-                )
-            for suffix, (values, ftype) in vectors.items():
-                writer.set(field_name(run_key, suffix), dict(zip(ids, values)), ftype)
+            columns = {field_name(run_key, s): v for s, v in fields.items()}
+            columns.update(
+                (field_name(run_key, s), (values, ftype, None, None)) for s, (values, ftype) in vectors.items()
+            )
+            writer.set_many(ids, columns)
             written = {field_name(run_key, s) for s in results.config.fields}
             for old in old_fields:
                 if old not in written:

@@ -51,6 +51,7 @@ from fiftyone_ncl.core.losses import infonce, similarity_logits
 from fiftyone_ncl.core.methods import CorrespondenceMethod, pair_similarity, register_method
 from fiftyone_ncl.core.mi import (
     CLUB,
+    mlp,
     SeparableCritic,
     critic_infonce,
     estimate_club_mi,
@@ -215,12 +216,18 @@ class DisNCLNet(nn.Module):
         mei_dim = c.mei_dim or c.embed_dim
         self.image_tower = image_tower
         self.text_tower = nn.Identity()
+        # MEI and the decoders get a quarter of the MII heads' width: they
+        # carry what one modality alone explains and only have to make the
+        # reconstruction possible, and the full width made an epoch ~5x an
+        # InfoNCE head's
+        small = max(64, c.hidden_dim // 4)
         self.mii_image = MIIHead(image_dim, c.hidden_dim, c.embed_dim, c.stochastic)
         self.mii_text = MIIHead(text_dim, c.hidden_dim, c.embed_dim, c.stochastic)
-        self.mei_image = MEIHead(image_dim, c.hidden_dim, mei_dim)
-        self.mei_text = MEIHead(text_dim, c.hidden_dim, mei_dim)
-        self.dec_image = ProjectionHead(c.embed_dim + mei_dim, c.hidden_dim, image_dim, normalize=False)
-        self.dec_text = ProjectionHead(c.embed_dim + mei_dim, c.hidden_dim, text_dim, normalize=False)
+        self.mei_image = MEIHead(image_dim, small, mei_dim)
+        self.mei_text = MEIHead(text_dim, small, mei_dim)
+        dec_hidden = small
+        self.dec_image = mlp(c.embed_dim + mei_dim, dec_hidden, image_dim, norm=False)
+        self.dec_text = mlp(c.embed_dim + mei_dim, dec_hidden, text_dim, norm=False)
         # critic_image tries to match e_V (MEI of images) to z_T; critic_text e_T to z_V
         self.critic_image = SeparableCritic(mei_dim, c.embed_dim, c.critic_hidden, c.critic_dim, c.critic_clip)
         self.critic_text = SeparableCritic(mei_dim, c.embed_dim, c.critic_hidden, c.critic_dim, c.critic_clip)

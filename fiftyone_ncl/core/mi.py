@@ -80,8 +80,8 @@ def _weighted_mean(values, weights):
 class CLUB(nn.Module):
     """CLUB upper bound on ``I(x; y)`` with a Gaussian ``q(y|x)``.
 
-    ``q(y|x) = N(mu(x), diag(exp(logvar(x))))``, ``mu`` and ``logvar`` small
-    MLPs (``logvar`` squashed by tanh as in the authors' code, so the
+    ``q(y|x) = N(mu(x), diag(exp(logvar(x))))``, ``mu`` and ``logvar`` read
+    out of one small MLP (``logvar`` squashed by tanh as in the authors' code, so the
     variance stays in ``[e^-1, e]`` times the scale of ``y``). Fit ``q`` with
     :meth:`learning_loss` on detached features before using :meth:`forward`
     as a bound: an unfitted ``q`` gives a meaningless (even negative) value.
@@ -94,12 +94,14 @@ class CLUB(nn.Module):
 
     def __init__(self, x_dim, y_dim, hidden_dim=128):
         super().__init__()
-        self.mu = mlp(x_dim, hidden_dim, y_dim)
-        self.logvar = nn.Sequential(mlp(x_dim, hidden_dim, y_dim), nn.Tanh())
+        # one MLP reads out both the mean and the log-variance: half the
+        # operations of two networks, which matters in DisNCL's inner loop
+        self.net = mlp(x_dim, hidden_dim, 2 * y_dim)
+        self.y_dim = y_dim
 
     def _params(self, x):
-        x = x.float()
-        return self.mu(x), self.logvar(x)
+        out = self.net(x.float())
+        return out[:, : self.y_dim], torch.tanh(out[:, self.y_dim :])
 
     def log_likelihood(self, x, y, weights=None):
         """(Weighted) mean over rows of ``log q(y_i | x_i)`` (summed over dims)."""

@@ -6,19 +6,22 @@ import numpy as np
 def suggestion_candidates(noisy, max_candidates=None, seed=0):
     """Which captions to search for suggestions; None means all of them.
 
-    Flagged captions always stay candidates: when captions were swapped, the
-    right caption for a flagged image usually sits on another flagged pair.
-    Beyond ``max_candidates`` captions, all flagged ones plus a seeded random
-    subset of the others are kept, which bounds the search on very large
-    collections.
+    Flagged captions are kept first: when captions were swapped, the right
+    caption for a flagged image usually sits on another flagged pair. Beyond
+    ``max_candidates`` captions, the flagged ones (a seeded random subset if
+    they alone are too many) plus a seeded random subset of the others fill
+    the budget, which bounds the search on very large collections.
     """
     noisy = np.asarray(noisy, dtype=bool)
     if max_candidates is None or len(noisy) <= max_candidates:
         return None
-    mask = noisy.copy()
-    clean = np.flatnonzero(~noisy)
-    room = max(0, int(max_candidates) - int(noisy.sum()))
     rng = np.random.default_rng(seed)
+    flagged, clean = np.flatnonzero(noisy), np.flatnonzero(~noisy)
+    if len(flagged) > max_candidates:
+        flagged = rng.choice(flagged, int(max_candidates), replace=False)
+    room = int(max_candidates) - len(flagged)
+    mask = np.zeros(len(noisy), dtype=bool)
+    mask[flagged] = True
     mask[rng.choice(clean, min(room, len(clean)), replace=False)] = True
     return mask
 

@@ -11,6 +11,7 @@ from fiftyone_ncl.core.data import PairData
 from fiftyone_ncl.encoders import get_encoder, load_pixels
 from fiftyone_ncl.encoders.openclip import DEFAULT_MODEL, DEFAULT_PRETRAINED, OpenClipEncoder
 from fiftyone_ncl.fo.pairs import check_media_exists
+from fiftyone_ncl.fo.vectors import read_rows
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +168,13 @@ def _gather_side(samples, pairs, side, given, encoder, batch_size, progress, wri
             "%s embeddings field %r holds embeddings from %s, not %s; pass another field "
             "name or delete it" % (what, field_name, recorded, encoder.name)
         )
-    values = samples.values(field_name)
-    rows, missing_samples = _rows_from_field(values, pairs, per_caption, field_name)
+    counts = np.bincount(pairs.image_index, minlength=pairs.n_images) if per_caption else None
+    arr, missing_samples, dims = read_rows(samples, field_name, counts)
+    if len(dims) > 1:
+        raise ValueError(
+            "%s embeddings field %r mixes vectors of different dimensions: %s"
+            % (what, field_name, ", ".join(map(str, sorted(dims))))
+        )
     if missing_samples:
         if encoder is None:
             ids = [pairs.sample_ids[i] for i in missing_samples[:_SHOW]]
@@ -182,61 +188,19 @@ def _gather_side(samples, pairs, side, given, encoder, batch_size, progress, wri
         )
         computed = _compute(encoder, pairs, side, missing_rows, batch_size, progress)
         dim = computed.shape[1]
-        present_dims = {len(r) for r in rows if r is not None}
-        if present_dims and present_dims != {dim}:
+        if dims and dims != {dim}:
             raise ValueError(
                 "%s embeddings field %r has %s-d vectors but %s gives %d-d"
-                % (what, field_name, "/".join(map(str, sorted(present_dims))), encoder.name, dim)
+                % (what, field_name, "/".join(map(str, sorted(dims))), encoder.name, dim)
             )
-        for r, vec in zip(missing_rows, computed):
-            rows[r] = vec
+        if arr is None:
+            arr = np.empty((n_rows, dim), dtype=np.float32)
+        arr[missing_rows] = computed
         writes.append(_cache_write(pairs, side, field_name, computed, encoder, missing_samples, missing_rows))
-    arr = _stack_rows(rows, field_name, what)
     _check_finite(arr, "%s embeddings field %r" % (what, field_name), pairs, per_caption)
     space = encoder.space if encoder is not None else info.get(INFO_SPACE, "field")
     src = field_name if encoder is None else "%s (cache of %s)" % (field_name, encoder.name)
     return _normalize(arr, "%s embeddings field %r" % (what, field_name)), space, src
-
-
-def _rows_from_field(values, pairs, per_caption, field_name):
-    """One vector per row (None where missing) and the samples with missing data."""
-    n_rows = pairs.n_pairs if per_caption else pairs.n_images
-    rows = [None] * n_rows
-    missing = []
-    if not per_caption:
-        for i, v in enumerate(values):
-            if v is None:
-                missing.append(i)
-            else:
-                rows[i] = np.asarray(v, dtype=np.float32).ravel()
-        return rows, missing
-
-    counts = np.bincount(pairs.image_index, minlength=pairs.n_images)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    for i, v in enumerate(values):
-        if v is None:
-            missing.append(i)
-            continue
-        mat = np.asarray(v, dtype=np.float32)
-        if mat.ndim == 1:
-            mat = mat[None]
-        if len(mat) != counts[i]:
-            # the captions changed since the embeddings were stored
-            missing.append(i)
-            continue
-        for j in range(counts[i]):
-            rows[starts[i] + j] = mat[j]
-    return rows, missing
-
-
-def _stack_rows(rows, field_name, what):
-    dims = {len(r) for r in rows}
-    if len(dims) > 1:
-        raise ValueError(
-            "%s embeddings field %r mixes vectors of different dimensions: %s"
-            % (what, field_name, ", ".join(map(str, sorted(dims))))
-        )
-    return np.stack(rows).astype(np.float32, copy=False)
 
 
 def _check_finite(arr, where, pairs, per_caption=False):

@@ -6,8 +6,14 @@ if anything raises (including KeyboardInterrupt) before :meth:`commit`,
 created fields are deleted and overwritten ones restored.
 """
 import logging
+from datetime import datetime
+
+from bson import ObjectId
+from pymongo import UpdateOne
 
 import fiftyone.core.fields as fof
+
+_CHUNK = 10_000  # update operations sent per bulk write
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,44 @@ class FieldWriter:
             self.backup(field)
         if values_by_id:
             self.dataset.set_values(field, values_by_id, key_field="id", validate=False)
+
+    def set_many(self, ids, columns):
+        """Writes several fields in one pass over the samples.
+
+        ``set_values`` makes one update per sample per field; here each
+        sample gets one update setting all fields (and ``last_modified_at``,
+        as FiftyOne does), which is several times faster for a run's five or
+        more fields.
+
+        Args:
+            ids: sample ids
+            columns: dict field -> ``(values, ftype, subfield, description)``
+                with ``values`` aligned with ``ids``
+        """
+        for field, (_, ftype, subfield, description) in columns.items():
+            self.declare(field, ftype, subfield=subfield, description=description)
+        schema = self.dataset.get_field_schema()
+        names = list(columns)
+        cols = [columns[f][0] for f in names]
+        # vectors are stored serialised; plain values go as they are
+        encoders = [
+            schema[f].to_mongo if isinstance(schema[f], (fof.VectorField, fof.ArrayField)) else None
+            for f in names
+        ]
+        now = datetime.utcnow()
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            ops = []
+            for i, _id in enumerate(chunk, start):
+                update = {"last_modified_at": now}
+                for f, col, enc in zip(names, cols, encoders):
+                    v = col[i]
+                    update[f] = enc(v) if enc is not None and v is not None else v
+                ops.append(UpdateOne({"_id": ObjectId(_id)}, {"$set": update}))
+            self._write_chunk(ops, chunk)
+
+    def _write_chunk(self, ops, ids):
+        self.dataset._bulk_write(ops, ids=ids)
 
     def clear_outside(self, field, keep_ids):
         """Sets ``field`` to None on every sample not in ``keep_ids`` (stale

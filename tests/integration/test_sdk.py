@@ -256,19 +256,23 @@ def test_interrupted_write_leaves_the_dataset_as_it_was(make_dataset, monkeypatc
     ds = make_dataset(n=60, n_swapped=10)
     _score(ds, method="cosine")
     before = snapshot(ds)
-    original_set = FieldWriter.set
+    # write 10 samples per bulk update and stop (as Ctrl-C would) after two
+    # of them really reached the database
+    monkeypatch.setattr("fiftyone_ncl.fo.writer._CHUNK", 10)
+    original = FieldWriter._write_chunk
     calls = {"n": 0}
 
-    def interrupted(self, *args, **kwargs):
+    def interrupted(self, ops, ids):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt  # e.g. Ctrl-C while the fields are written
-        return original_set(self, *args, **kwargs)
+            raise KeyboardInterrupt
+        return original(self, ops, ids)
 
-    monkeypatch.setattr(FieldWriter, "set", interrupted)
-    # a new run: the two fields written before the interruption are removed
+    monkeypatch.setattr(FieldWriter, "_write_chunk", interrupted)
+    # a new run: the fields it created are removed again
     with pytest.raises(KeyboardInterrupt):
         _score(ds, method="gmm", run_key="other")
+    assert calls["n"] == 3
     assert snapshot(ds) == before
     # overwriting the existing run: its old values come back
     calls["n"] = 0

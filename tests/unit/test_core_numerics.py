@@ -142,6 +142,8 @@ def test_suggestion_candidates_keep_every_flagged_caption():
     assert suggestion_candidates(noisy, 5000) is None
     mask = suggestion_candidates(noisy, 200, seed=3)
     assert mask[:50].all() and mask.sum() == 200
+    mask = suggestion_candidates(noisy, 20, seed=3)  # more flagged than the budget
+    assert mask.sum() == 20 and not mask[50:].any()
 
 
 # noise injection --------------------------------------------------------
