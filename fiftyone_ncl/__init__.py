@@ -21,6 +21,7 @@ from fiftyone_ncl.correspondence import (
     load_run_results,
     rename_run,
 )
+from fiftyone_ncl.selfcheck import self_check
 from fiftyone_ncl.visualize import (
     compute_visualizations,
     confidence_figure,
@@ -52,6 +53,7 @@ __all__ = [
     "rename_run",
     "restore_captions",
     "save_suspects_view",
+    "self_check",
     "suspects_view",
     "tag_mismatches",
     "untag_mismatches",

@@ -25,7 +25,7 @@ PROFILES = {
         "settings": {
             "*": {"epochs": 2, "embed_dim": 32, "hidden_dim": 64},
             "crcl": {"stages": (1, 1), "warmup_epochs": 1},
-            "disncl": {"epochs": 3, "warmup_epochs": 1},
+            "disncl": {"epochs": 3, "warmup_epochs": 1, "mi_diagnostics": False},
         },
     },
     "quick": {

@@ -146,18 +146,24 @@ def make_fmnist_captions(labels, seed, exclusive="instance"):
 
 
 def synthetic(level="high", n_pairs=4000, seed=0, settings=None):
-    """The MII/MEI factor model; ``level`` "high": exclusive variance
-    dominates (std 3x the shared), "low": it does not (0.5x)."""
+    """The MII/MEI factor model (:mod:`fiftyone_ncl.bench.synthetic`);
+    ``level`` "high": exclusive variance dominates (exclusive std 3x the
+    shared), "low": shared and exclusive factors have equal std.
+
+    The embeddings are small (96-d), so every method works in a 32-d space
+    with 512-wide heads, as in the synthetic benchmark of the DisNCL issue.
+    """
     from fiftyone_ncl.bench import synthetic as syn
 
-    exclusive_std = {"high": 3.0, "low": 0.5}[level]
-    problem = syn.make_synthetic(n_pairs=n_pairs, exclusive_std=exclusive_std, noise_rate=0.0, seed=seed)
-    data = problem[0] if isinstance(problem, tuple) else problem.data
+    exclusive_std = {"high": 3.0, "low": 1.0}[level]
+    data, _ = syn.make_synthetic(n_images=n_pairs, exclusive_std=exclusive_std, noise_rate=0.0, seed=seed)
+    defaults = {"*": {"embed_dim": 32, "hidden_dim": 512}}
+    for method, opts in (settings or {}).items():
+        defaults[method] = dict(defaults.get(method, {}), **opts)
     return Problem(
         name="synthetic-%s" % level,
         data=data,
-        categories=None,
-        settings=settings or {},
+        settings=defaults,
         meta={"n_pairs": n_pairs, "exclusive_std": exclusive_std},
     )
 

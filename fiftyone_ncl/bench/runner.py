@@ -89,23 +89,34 @@ def _retrieval(problem, method):
     )
 
 
-def run_one(problem, data, noisy, source, method_name, seed, settings=None, threshold=0.5):
-    """Fits and scores one method on noisy data; returns ``(row, scores)``."""
+def run_one(problem, data, noisy, source, method_name, seed, settings=None, threshold=0.5, reuse=None):
+    """Fits and scores one method on noisy data; returns ``(row, scores, method)``.
+
+    ``reuse`` may hold a fitted method with the same network and options
+    (``gmm`` after ``cosine``: they share their heads and differ only in the
+    calibration); its fit time is counted as this method's.
+    """
     settings = dict(settings or {})
     t0 = time.time()
     if method_name == ORACLE:
         method = build_method("cosine", train_heads=True, seed=seed, **settings)
         method.fit(data.subset(np.flatnonzero(~noisy)), progress=False)
+    elif reuse is not None:
+        method = build_method(method_name, seed=seed, **settings)
+        method.model, method._spec, method.history = reuse.model, reuse._spec, reuse.history
+        method.fitted = True
+        t0 -= reuse.fit_seconds
     else:
         method = build_method(method_name, seed=seed, **settings)
         method.fit(data, progress=False)
+    method.fit_seconds = time.time() - t0
     scores = method.score(data, progress=False)
     seconds = time.time() - t0
     row = {"method": method_name, "seconds": seconds}
     row.update(detection_metrics(noisy, scores.confidence, threshold=threshold))
     row["correction_accuracy"] = correction_accuracy(problem, scores, noisy, source, threshold)
     row.update(_retrieval(problem, method))
-    return row, scores
+    return row, scores, method
 
 
 def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings=None, log=print):
@@ -147,12 +158,15 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
                             noisy=noisy,
                             source=source if source is not None else np.arange(len(noisy)),
                         )
+                    fitted = {}
                     for method in methods:
                         if method == ORACLE and rate == 0:
                             continue
                         opts = problem.method_settings("cosine" if method == ORACLE else method)
                         opts.update((settings or {}).get(method, {}))
-                        row, scores = run_one(problem, data, noisy, source, method, seed, opts)
+                        reuse = fitted.get(("cosine", repr(sorted(opts.items())))) if method == "gmm" else None
+                        row, scores, fit = run_one(problem, data, noisy, source, method, seed, opts, reuse=reuse)
+                        fitted[(method, repr(sorted(opts.items())))] = fit
                         row.update(
                             problem=problem.name, kind=kind if rate else "none", rate=rate, seed=seed,
                             realised_rate=float(noisy.mean()),

@@ -203,8 +203,19 @@ def _gather_side(samples, pairs, side, given, encoder, batch_size, progress, wri
     return _normalize(arr, "%s embeddings field %r" % (what, field_name)), space, src
 
 
+def _row_sq_norms(arr, chunk=65536):
+    """Squared row norms in float64, chunk by chunk: no full-size temporary
+    (``np.linalg.norm`` would make one as large as the embeddings)."""
+    out = np.empty(len(arr), dtype=np.float64)
+    for start in range(0, len(arr), chunk):
+        block = arr[start : start + chunk].astype(np.float64)
+        out[start : start + chunk] = np.einsum("ij,ij->i", block, block)
+    return out
+
+
 def _check_finite(arr, where, pairs, per_caption=False):
-    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    # a NaN or infinite entry makes its row's squared norm non-finite
+    bad = np.flatnonzero(~np.isfinite(_row_sq_norms(arr)))
     if len(bad):
         if pairs is not None:
             rows = pairs.image_index[bad] if per_caption else bad
@@ -215,12 +226,14 @@ def _check_finite(arr, where, pairs, per_caption=False):
         raise ValueError("%s has NaN or infinite values in %d rows (e.g. %s)" % (where, len(bad), detail))
 
 
-def _normalize(arr, where):
-    norms = np.linalg.norm(arr, axis=1)
+def _normalize(arr, where, chunk=65536):
+    """Scales rows to unit norm in place."""
+    norms = np.sqrt(_row_sq_norms(arr))
     zero = np.flatnonzero(norms == 0)
     if len(zero):
         raise ValueError("%s has %d all-zero vectors" % (where, len(zero)))
-    arr /= norms[:, None]
+    for start in range(0, len(arr), chunk):
+        arr[start : start + chunk] /= norms[start : start + chunk, None].astype(np.float32)
     return arr
 
 

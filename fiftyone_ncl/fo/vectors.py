@@ -49,7 +49,7 @@ class NpyDecoder:
         return np.frombuffer(buf, dtype=dtype, offset=f.tell()).reshape(shape)
 
 
-def read_rows(samples, field, counts=None):
+def read_rows(samples, field, counts=None, chunk_size=100_000):
     """Reads a vector field into one float32 matrix.
 
     Args:
@@ -57,6 +57,8 @@ def read_rows(samples, field, counts=None):
         field: a VectorField (one vector per sample) or, with ``counts``, an
             ArrayField / list of vectors holding ``counts[i]`` rows for sample i
         counts (None): rows expected per sample (per-caption embeddings)
+        chunk_size (100000): samples fetched per query, so the raw bytes of
+            only one chunk are held at a time next to the matrix
 
     Returns:
         ``(matrix, missing, dims)``: the (n_rows, d) float32 matrix (rows of
@@ -65,28 +67,31 @@ def read_rows(samples, field, counts=None):
         set of vector dimensions seen (more than one means the field mixes
         dimensions)
     """
-    raw = samples.values(field, _raw=True)
-    decode = NpyDecoder()
-    n = len(raw)
+    n = len(samples) if counts is None else len(counts)
     if counts is None:
         counts = np.ones(n, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    decode = NpyDecoder()
     out = None
     missing, dims = [], set()
-    for i in range(n):
-        value, raw[i] = raw[i], None  # release the raw bytes as we go
-        if value is None:
-            missing.append(i)
-            continue
-        mat = decode(value)
-        mat = mat.reshape(1, -1) if mat.ndim == 1 else mat
-        dims.add(int(mat.shape[-1]))
-        if len(dims) > 1:
-            continue
-        if len(mat) != counts[i]:
-            missing.append(i)
-            continue
-        if out is None:
-            out = np.empty((int(counts.sum()), mat.shape[-1]), dtype=np.float32)
-        out[starts[i] : starts[i] + counts[i]] = mat
+    for first in range(0, n, chunk_size):
+        chunk = samples if n <= chunk_size else samples.skip(first).limit(chunk_size)
+        raw = chunk.values(field, _raw=True)
+        for j in range(len(raw)):
+            i = first + j
+            value, raw[j] = raw[j], None  # release the raw bytes as we go
+            if value is None:
+                missing.append(i)
+                continue
+            mat = decode(value)
+            mat = mat.reshape(1, -1) if mat.ndim == 1 else mat
+            dims.add(int(mat.shape[-1]))
+            if len(dims) > 1:
+                continue
+            if len(mat) != counts[i]:
+                missing.append(i)
+                continue
+            if out is None:
+                out = np.empty((int(counts.sum()), mat.shape[-1]), dtype=np.float32)
+            out[starts[i] : starts[i] + counts[i]] = mat
     return out, missing, dims

@@ -292,3 +292,35 @@ def test_plot_confidence_writes_standalone_html(make_dataset, tmp_path):
     html = path.read_text()
     assert os.path.getsize(path) > 1_000_000  # plotly.js inlined: opens offline
     assert "confidence" in html
+
+
+def test_self_check_injects_known_swaps_into_a_copy(make_dataset):
+    ds = make_dataset(n=120, n_swapped=0, group=[["a"], ["b"], ["c"]] * 40)
+    before = snapshot(ds)
+    datasets = set(fo.list_datasets())
+    result = ncl.self_check(
+        ds, "caption", rate=0.3, method="gmm", image_embeddings="img", text_embeddings="txt", progress=False
+    )
+    assert result["kind"] == "random" and result["n_noisy"] > 20
+    assert result["auroc"] > 0.95  # the stored caption embeddings moved with their captions
+    assert snapshot(ds) == before and set(fo.list_datasets()) == datasets
+    # category-aware: swaps only between samples of one group
+    kept = ncl.self_check(
+        ds, "caption", rate=0.3, kind="category", categories_field="group", method="cosine",
+        image_embeddings="img", text_embeddings="txt", keep=True, progress=False,
+    )
+    try:
+        copy = fo.load_dataset(kept["dataset"])
+        groups = dict(zip(ds.values("caption"), ds.values("group")))
+        original = ds.values("caption")
+        for caption, old, group, flag in zip(
+            copy.values("caption"), original, copy.values("group"), copy.values("ncl_injected")
+        ):
+            assert groups[caption] == group  # moved only within its group
+            assert flag == (caption != old)  # the truth marks exactly the moved captions
+        assert sum(copy.values("ncl_injected")) == kept["n_noisy"] > 20
+        assert copy.get_brain_info("self_check").config.method_name == "cosine"
+    finally:
+        fo.delete_dataset(kept["dataset"])
+    with pytest.raises(ValueError, match="needs categories_field"):
+        ncl.self_check(ds, "caption", kind="category")

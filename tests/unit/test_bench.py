@@ -1,0 +1,65 @@
+"""The benchmark's plumbing at a tiny size (its figures are not checked
+here: they are benchmark results, published with their command)."""
+import json
+
+import numpy as np
+
+from fiftyone_ncl.bench import cli
+from fiftyone_ncl.bench.problems import Problem
+from fiftyone_ncl.bench.runner import ORACLE, correction_accuracy, make_noisy
+from fiftyone_ncl.core.data import PairData, PairScores
+from fiftyone_ncl.core.methods import list_methods
+
+
+def test_tiny_profile_writes_every_method_and_the_oracle(tmp_path):
+    out = tmp_path / "bench"
+    assert cli.main(["--profile", "tiny", "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    methods = {r["method"] for r in result["rows"]}
+    assert methods == set(list_methods()) | {ORACLE}  # a new method joins by itself
+    for row in result["rows"]:
+        assert row["problem"] == "synthetic-high" and row["kind"] == "random" and row["rate"] == 0.4
+        assert 0.0 <= row["auroc"] <= 1.0 and row["seconds"] > 0
+        assert 0.3 < row["realised_rate"] <= 0.4
+    md = (out / "results.md").read_text()
+    assert "fiftyone-ncl bench --profile tiny" in md and "| method |" in md
+    assert "cores" in result["machine"]
+    noise = np.load(out / "noise" / "synthetic-high_random_40_seed0.npz")
+    assert noise["noisy"].mean() == result["rows"][0]["realised_rate"]
+    html = (out / "figures.html").read_text()
+    assert html.count("plotly-graph-div") >= 2  # AUROC curve and histograms
+
+
+def _problem(classes=None):
+    img = np.eye(4, dtype=np.float32)
+    return Problem(name="toy", data=PairData(img, img.copy(), np.arange(4)), classes=classes, categories=list("aabb"))
+
+
+def test_correction_accuracy_instance_and_class_level():
+    # captions of images 0 and 1 swapped; suggestions find each other's
+    problem = _problem()
+    source = np.array([1, 0, 2, 3])
+    data = PairData(problem.data.images, problem.data.texts[source], np.arange(4))
+    noisy = source != np.arange(4)
+    scores = PairScores(
+        confidence=np.where(noisy, 0.1, 0.9), similarity=np.zeros(4),
+        image_embeddings=data.images, text_embeddings=data.texts,
+    )
+    assert correction_accuracy(problem, scores, noisy, source) == 1.0
+    # class level: a caption of the same class counts as right
+    problem = _problem(classes=np.array([0, 0, 1, 1]))
+    assert correction_accuracy(problem, scores, noisy, source) == 1.0
+
+
+def test_make_noisy_kinds():
+    problem = _problem(classes=np.array([0, 0, 1, 1]))
+    data, noisy, source = make_noisy(problem, "random", 0.0, seed=0)
+    assert not noisy.any() and data is problem.data
+    # class-level truth and classes equal to the categories: no caption of
+    # the same category but another class exists, so nothing can move
+    data, noisy, source = make_noisy(problem, "category", 1.0, seed=0)
+    assert list(source) == [0, 1, 2, 3] and not noisy.any()
+    # instance level: each caption moves to the other image of its category
+    data, noisy, source = make_noisy(_problem(), "category", 1.0, seed=0)
+    assert list(source) == [1, 0, 3, 2] and noisy.all()
+    np.testing.assert_array_equal(data.texts, np.eye(4, dtype=np.float32)[[1, 0, 3, 2]])
