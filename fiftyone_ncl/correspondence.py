@@ -179,6 +179,8 @@ def compute_correspondence(
         text_encoder=text_encoder,
         towers=towers,
         image_size=image_size,
+        clip_model=getattr(ncl_method.config, "clip_model", None),
+        clip_pretrained=getattr(ncl_method.config, "clip_pretrained", None),
         batch_size=batch_size,
         progress=phases.phase("embed"),
     )

@@ -116,8 +116,17 @@ def _compute_inputs(ctx, inputs):
             label="Pretrained weights",
             description="A pretrained tag (downloaded once), a local checkpoint path, or 'random'",
         )
-        inputs.str("image_cache_field", label="Cache image embeddings in field", description="Optional; reused by later runs")
-        inputs.str("text_cache_field", label="Cache caption embeddings in field", description="Optional; reused by later runs")
+        if get_method_class(method).trains:
+            inputs.bool(
+                "fine_tune",
+                default=False,
+                label="Fine-tune the open_clip model end to end",
+                description="Train the whole model, not only heads over its embeddings (a GPU is recommended)",
+                view=types.CheckboxView(),
+            )
+        if not ctx.params.get("fine_tune"):
+            inputs.str("image_cache_field", label="Cache image embeddings in field", description="Optional; reused by later runs")
+            inputs.str("text_cache_field", label="Cache caption embeddings in field", description="Optional; reused by later runs")
     elif source == "fields":
         ready &= _vector_field_input(ctx, inputs, "image_field", "Image embeddings field")
         ready &= _vector_field_input(ctx, inputs, "text_field", "Caption embeddings field")
@@ -221,7 +230,12 @@ def _sdk_kwargs(ctx):
         "store_embeddings": bool(p.get("store_embeddings", False)),
     }
     source = p.get("source", "clip")
-    if source == "clip":
+    if source == "clip" and p.get("fine_tune") and get_method_class(method).trains and not p.get("model"):
+        pretrained = p.get("clip_pretrained") or "laion2b_s34b_b79k"
+        kwargs["towers"] = "open_clip"
+        kwargs["clip_model"] = p.get("clip_model") or "ViT-B-32"
+        kwargs["clip_pretrained"] = None if pretrained == "random" else pretrained
+    elif source == "clip":
         pretrained = p.get("clip_pretrained") or "laion2b_s34b_b79k"
         kwargs["encoder"] = "open_clip:%s:%s" % (p.get("clip_model") or "ViT-B-32", pretrained)
         if p.get("image_cache_field"):

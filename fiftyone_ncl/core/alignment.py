@@ -35,7 +35,7 @@ class DeviceInputs:
         """Image inputs, caption inputs and image rows of the given pairs."""
         idx = torch.as_tensor(pair_idx, device=self.device)
         img_rows = self.image_index[idx]
-        return batch_inputs(self.images, img_rows), batch_inputs(self.texts, idx), img_rows
+        return batch_inputs(self.images, img_rows, self.device), batch_inputs(self.texts, idx, self.device), img_rows
 
 
 @torch.no_grad()

@@ -129,7 +129,7 @@ class CosineMethod(CorrespondenceMethod):
         if not spec:
             return
         seed_everything(self.config.seed)
-        self.model = build_dual_encoder(self.config, PairData.from_spec(spec))
+        self.model = build_dual_encoder(self.config, PairData.from_spec(spec), pretrained=False)
         self._spec = spec
 
     def load_state_dict(self, state):

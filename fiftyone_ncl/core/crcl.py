@@ -117,7 +117,11 @@ def stage_seed(seed, stage):
 def data_fingerprint(data):
     """A hash of a :class:`PairData`'s inputs, to recognise the training data."""
     h = hashlib.blake2b(digest_size=16)
-    for array in (data.image_index, data.texts, data.images):
+    images = data.images
+    if hasattr(images, "paths"):  # lazily loaded images: their files
+        h.update("\n".join(images.paths).encode())
+        images = np.zeros(0)
+    for array in (data.image_index, data.texts, images):
         array = np.ascontiguousarray(array)
         h.update(("%s%s" % (array.dtype.str, array.shape)).encode())
         h.update(memoryview(array).cast("B"))
@@ -378,7 +382,7 @@ class CRCLMethod(CorrespondenceMethod):
         if not spec:
             return
         seed_everything(self.config.seed)
-        self.model = build_dual_encoder(self.config, PairData.from_spec(spec))
+        self.model = build_dual_encoder(self.config, PairData.from_spec(spec), pretrained=False)
         self._spec = {"images": list(spec["images"]), "texts": list(spec["texts"])}
         self._fingerprint = spec.get("train_fingerprint")
 

@@ -58,7 +58,8 @@ from fiftyone_ncl.core.mi import (
     estimate_infonce_mi,
     grad_reverse,
 )
-from fiftyone_ncl.core.nets import ProjectionHead, build_image_tower
+from fiftyone_ncl.core.nets import ProjectionHead
+from fiftyone_ncl.core.towers import build_towers
 from fiftyone_ncl.core.reference import reference_scores
 from fiftyone_ncl.core.soft_targets import hard_targets, soft_cross_entropy, soft_targets
 from fiftyone_ncl.core.training import (
@@ -210,12 +211,13 @@ class DisNCLNet(nn.Module):
     critics and CLUB estimators (trained by their own optimisers; saved with
     the rest so a checkpoint holds the whole state)."""
 
-    def __init__(self, image_tower, image_dim, text_dim, config):
+    def __init__(self, image_tower, image_dim, text_dim, config, text_tower=None, backbone=None):
         super().__init__()
         c = config
         mei_dim = c.mei_dim or c.embed_dim
         self.image_tower = image_tower
-        self.text_tower = nn.Identity()
+        self.text_tower = text_tower if text_tower is not None else nn.Identity()
+        self.backbone = backbone  # shared by both towers (open_clip), registered once
         # MEI and the decoders get a quarter of the MII heads' width: they
         # carry what one modality alone explains and only have to make the
         # reconstruction possible, and the full width made an epoch ~5x an
@@ -239,6 +241,7 @@ class DisNCLNet(nn.Module):
         return [
             self.image_tower,
             self.text_tower,
+            self.backbone if self.backbone is not None else nn.Identity(),
             self.mii_image,
             self.mii_text,
             self.mei_image,
@@ -288,10 +291,10 @@ class DisNCLNet(nn.Module):
         return torch.cat([out["z"], out["e"]], dim=-1)
 
 
-def build_disncl_net(config, data):
+def build_disncl_net(config, data, pretrained=True):
     """A :class:`DisNCLNet` sized for ``data`` under ``config``."""
-    tower, image_dim = build_image_tower(config.towers, data.images)
-    return DisNCLNet(tower, image_dim, data.text_dim, config)
+    image_tower, image_dim, text_tower, text_dim, backbone = build_towers(config, data, pretrained=pretrained)
+    return DisNCLNet(image_tower, image_dim, text_dim, config, text_tower=text_tower, backbone=backbone)
 
 
 def symmetric_gaussian_kl(mu_a, logvar_a, mu_b, logvar_b):
@@ -660,7 +663,7 @@ class DisNCLMethod(CorrespondenceMethod):
         if not spec:
             return
         seed_everything(self.config.seed)
-        self.net = build_disncl_net(self.config, PairData.from_spec(spec))
+        self.net = build_disncl_net(self.config, PairData.from_spec(spec), pretrained=False)
         self._spec = spec
 
     def load_state_dict(self, state):

@@ -1,8 +1,8 @@
 """Towers and heads: the trainable parts of every method.
 
-``towers="frozen"`` trains only heads over fixed embeddings (fast, any
-backbone). ``towers="cnn"`` puts a small CNN under the image head and trains it
-end to end on pixels (Fashion-MNIST-sized images, the benchmarks).
+Heads map tower features into the joint space; the towers themselves (frozen
+identity, a small CNN, or an open_clip model) come from
+:mod:`fiftyone_ncl.core.towers`.
 """
 import torch
 import torch.nn.functional as F
@@ -56,36 +56,18 @@ class SmallCNN(nn.Module):
         return F.relu(self.fc(self.features(x).flatten(1)))
 
 
-def build_image_tower(towers, images):
-    """The image tower for a ``towers`` mode and input array; returns
-    ``(module, output_dim)``."""
-    if towers == "frozen":
-        if images.ndim != 2:
-            raise ValueError(
-                "towers='frozen' needs image embeddings (N, D); got inputs of shape %s"
-                % (images.shape,)
-            )
-        return nn.Identity(), int(images.shape[1])
-    if towers == "cnn":
-        if images.ndim != 4:
-            raise ValueError(
-                "towers='cnn' needs image pixels (N, C, H, W); got inputs of shape %s"
-                % (images.shape,)
-            )
-        _, c, h, w = images.shape
-        if h != w or h % 4:
-            raise ValueError("towers='cnn' needs square images with a side divisible by 4")
-        tower = SmallCNN(c, h)
-        return tower, tower.out_dim
-    raise ValueError("unknown towers=%r; expected 'frozen' or 'cnn'" % towers)
-
-
 class DualEncoder(nn.Module):
-    """Image tower + head and text head mapping both sides into one space."""
+    """Image and caption towers + heads mapping both sides into one space.
 
-    def __init__(self, image_tower, image_dim, text_dim, embed_dim, hidden_dim):
+    ``backbone`` is a model shared by both towers (open_clip), registered
+    here once; None otherwise.
+    """
+
+    def __init__(self, image_tower, image_dim, text_dim, embed_dim, hidden_dim, text_tower=None, backbone=None):
         super().__init__()
         self.image_tower = image_tower
+        self.text_tower = text_tower if text_tower is not None else nn.Identity()
+        self.backbone = backbone
         self.image_head = ProjectionHead(image_dim, hidden_dim, embed_dim)
         self.text_head = ProjectionHead(text_dim, hidden_dim, embed_dim)
 
@@ -93,10 +75,13 @@ class DualEncoder(nn.Module):
         return self.image_head(self.image_tower(x))
 
     def encode_text(self, x):
-        return self.text_head(x)
+        return self.text_head(self.text_tower(x))
 
 
-def build_dual_encoder(config, data):
-    """A :class:`DualEncoder` sized for ``data`` under ``config``."""
-    tower, image_dim = build_image_tower(config.towers, data.images)
-    return DualEncoder(tower, image_dim, data.text_dim, config.embed_dim, config.hidden_dim)
+def build_dual_encoder(config, data, pretrained=True):
+    """A :class:`DualEncoder` sized for ``data`` under ``config`` (towers
+    from :func:`fiftyone_ncl.core.towers.build_towers`)."""
+    from fiftyone_ncl.core.towers import build_towers
+
+    image_tower, image_dim, text_tower, text_dim, backbone = build_towers(config, data, pretrained=pretrained)
+    return DualEncoder(image_tower, image_dim, text_dim, config.embed_dim, config.hidden_dim, text_tower, backbone)

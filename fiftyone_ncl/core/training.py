@@ -30,8 +30,12 @@ class TrainConfig:
         embed_dim: dimension of the joint space
         hidden_dim: hidden width of the projection heads
         tau: softmax temperature of the in-batch similarities
-        towers: ``"frozen"`` (heads over fixed embeddings) or ``"cnn"`` (a
-            small CNN image tower trained end to end on pixels)
+        towers: ``"frozen"`` (heads over fixed embeddings), ``"cnn"`` (a
+            small CNN image tower trained end to end on pixels) or
+            ``"open_clip"`` (an open_clip model fine-tuned end to end)
+        clip_model: open_clip architecture for ``towers="open_clip"``
+        clip_pretrained: its initial weights (a pretrained tag or a local
+            checkpoint file; None: random)
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
             ``"cuda"`` or ``"cuda:N"``
         amp: mixed precision; None = on for CUDA, off on CPU
@@ -48,6 +52,8 @@ class TrainConfig:
     hidden_dim: int = 1024
     tau: float = 0.05
     towers: str = "frozen"
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "laion2b_s34b_b79k"
     device: str = "auto"
     amp: bool = None
     seed: int = 0
@@ -179,15 +185,22 @@ class Progress:
 
 def to_device_inputs(array, device):
     """Moves a numpy input array to ``device`` once (float embeddings as
-    float32, pixels kept as uint8 and converted per batch)."""
+    float32, pixels kept as uint8 and converted per batch). Lazily loaded
+    images (anything with a ``load`` method) stay where they are."""
+    if hasattr(array, "load"):
+        return array
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     if tensor.dtype == torch.float64:
         tensor = tensor.float()
     return tensor.to(device)
 
 
-def batch_inputs(tensor, idx):
-    """Rows ``idx`` of an input tensor, pixels scaled to [0, 1] floats."""
+def batch_inputs(tensor, idx, device=None):
+    """Rows ``idx`` of an input tensor, pixels scaled to [0, 1] floats;
+    lazily loaded images are read and moved to ``device``."""
+    if hasattr(tensor, "load"):
+        rows = idx.cpu().numpy() if torch.is_tensor(idx) else np.asarray(idx)
+        return tensor.load(rows).to(device if device is not None else "cpu")
     if not torch.is_tensor(idx):
         idx = torch.as_tensor(idx, device=tensor.device)
     x = tensor.index_select(0, idx.to(tensor.device))
@@ -201,9 +214,9 @@ def embed_rows(fn, tensor, batch_size, device, dtype=None):
     """Applies ``fn`` to ``tensor`` in batches in eval mode; returns float32 numpy."""
     out = []
     for start in range(0, len(tensor), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(tensor)), device=tensor.device)
+        idx = torch.arange(start, min(start + batch_size, len(tensor)))
         with autocast(device, dtype):
-            out.append(fn(batch_inputs(tensor, idx)).float().cpu())
+            out.append(fn(batch_inputs(tensor, idx, device)).float().cpu())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()

@@ -55,6 +55,8 @@ def gather_inputs(
     text_encoder=None,
     towers="frozen",
     image_size=28,
+    clip_model=None,
+    clip_pretrained=None,
     batch_size=None,
     progress=True,
 ):
@@ -64,6 +66,8 @@ def gather_inputs(
     field name (read where present; with an encoder, missing entries are
     computed and cached into the field); an encoder. ``encoder`` sets both
     sides at once; with nothing given at all, :func:`default_encoder` is used.
+    ``towers="cnn"`` reads pixels; ``towers="open_clip"`` reads images lazily
+    and tokenises captions for the ``clip_model`` being fine-tuned.
 
     Returns:
         a :class:`GatheredInputs`
@@ -82,6 +86,8 @@ def gather_inputs(
         text_encoder = SentenceTransformerEncoder()
 
     writes, sources = [], {}
+    if towers == "open_clip":
+        return _open_clip_inputs(pairs, image_embeddings, text_embeddings, clip_model, clip_pretrained)
     if towers == "cnn":
         if image_embeddings is not None:
             raise ValueError(
@@ -115,6 +121,28 @@ def gather_inputs(
         meta={"sources": sources},
     )
     return GatheredInputs(data=data, cache_writes=writes, sources=sources)
+
+
+def _open_clip_inputs(pairs, image_embeddings, text_embeddings, clip_model, clip_pretrained):
+    """Lazily loaded images and caption token ids for fine-tuning open_clip."""
+    from fiftyone_ncl.core.towers import LazyImages, open_clip_backbone
+
+    if image_embeddings is not None or text_embeddings is not None:
+        raise ValueError(
+            "towers='open_clip' fine-tunes the model on images and captions; "
+            "do not pass image_embeddings / text_embeddings"
+        )
+    check_media_exists(pairs.filepaths)
+    # the preprocessing and tokenizer only: the weights are the method's
+    model, preprocess, tokenizer = open_clip_backbone(clip_model, None)
+    size = getattr(model.visual, "image_size", 224)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    del model
+    images = LazyImages(pairs.filepaths, preprocess, image_size=size)
+    texts = tokenizer(list(pairs.captions)).numpy().astype(np.int64)
+    sources = {"image": "files (open_clip %s, fine-tuned)" % clip_model, "text": "open_clip tokens"}
+    data = PairData(images=images, texts=texts, image_index=pairs.image_index, joint_space=True, meta={"sources": sources})
+    return GatheredInputs(data=data, sources=sources)
 
 
 def _gather_side(samples, pairs, side, given, encoder, batch_size, progress, writes):

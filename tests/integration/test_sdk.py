@@ -324,3 +324,24 @@ def test_self_check_injects_known_swaps_into_a_copy(make_dataset):
         fo.delete_dataset(kept["dataset"])
     with pytest.raises(ValueError, match="needs categories_field"):
         ncl.self_check(ds, "caption", kind="category")
+
+
+def test_fine_tuning_open_clip_end_to_end_through_the_sdk(photo_dataset, tmp_path):
+    options = dict(
+        towers="open_clip", clip_model="ViT-S-32", clip_pretrained=None, batch_size=4,
+        embed_dim=32, hidden_dim=64, stages=(1,), warmup_epochs=1,
+    )
+    ckpt = tmp_path / "crcl-clip.safetensors"
+    results = ncl.compute_correspondence(
+        photo_dataset, "caption", method="crcl", run_key="ft", save_checkpoint=str(ckpt), progress=False, **options
+    )
+    assert results.n_pairs == 12 and ckpt.is_file()
+    config = photo_dataset.get_brain_info("ft").config
+    assert config.method_config["towers"] == "open_clip" and config.sources["text"] == "open_clip tokens"
+    assert photo_dataset.count("ft_label") == 12
+    again = ncl.compute_correspondence(photo_dataset, "caption", model=str(ckpt), run_key="ft2", progress=False)
+    np.testing.assert_allclose(again.similarity, results.similarity, atol=1e-4)
+    with pytest.raises(ValueError, match="do not pass image_embeddings"):
+        ncl.compute_correspondence(
+            photo_dataset, "caption", method="crcl", run_key="ft3", image_embeddings="x", progress=False, **options
+        )
