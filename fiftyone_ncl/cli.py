@@ -55,12 +55,6 @@ def _runs(args):
             print(key)
 
 
-def _bench(args):
-    from fiftyone_ncl.bench.cli import main as bench_main
-
-    return bench_main(args.bench_args)
-
-
 def build_parser():
     parser = argparse.ArgumentParser(prog="fiftyone-ncl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,14 +90,17 @@ def build_parser():
     p.add_argument("run_key", nargs="?")
     p.set_defaults(func=_runs)
 
-    p = sub.add_parser("bench", help="benchmarks (see 'fiftyone-ncl bench --help')", add_help=False)
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_bench)
+    sub.add_parser("bench", help="benchmarks (see 'fiftyone-ncl bench --help')", add_help=False)
     return parser
 
 
 def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own parser (argparse cannot forward leading options)
+        from fiftyone_ncl.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args) or 0
 

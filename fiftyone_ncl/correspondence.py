@@ -98,6 +98,7 @@ def compute_correspondence(
     max_suggestion_candidates=100_000,
     save_checkpoint=None,
     store_embeddings=False,
+    visualize=False,
     overwrite=False,
     batch_size=None,
     image_size=28,
@@ -150,6 +151,10 @@ def compute_correspondence(
         store_embeddings (False): also store the method's image and caption
             embeddings as ``{key}_emb_image`` / ``{key}_emb_text`` (for
             :func:`fiftyone_ncl.compute_visualizations`)
+        visualize (False): after the run, compute UMAP maps of its stored
+            embedding spaces for the App's Embeddings panel (True: all of
+            them, or a list such as ``["mii_image", "mei_image"]``); see
+            :func:`fiftyone_ncl.compute_visualizations`
         overwrite (False): replace an existing run with the same key
         batch_size (None): encoder batch size
         image_size (28): image side for pixel towers (``towers="cnn"``)
@@ -236,7 +241,12 @@ def compute_correspondence(
         scores.vectors.setdefault("emb_image", scores.image_embeddings)
         scores.vectors.setdefault("emb_text", scores.text_embeddings)
     _write_run(samples, run_key, pairs, scores, results, gathered, ncl_method, ckpt, loaded_from)
-    phases.done("write", "done")
+    phases.done("write", "written")
+    if visualize:
+        from fiftyone_ncl.visualize import compute_visualizations
+
+        spaces = None if visualize is True else list(visualize)
+        results.config.visualization_keys = compute_visualizations(samples, run_key, spaces=spaces)
     logger.info(
         "run %r: %d of %d pairs flagged (confidence < %.2f)",
         run_key, results.n_noisy, results.n_pairs, threshold,

@@ -32,7 +32,7 @@ DEMO_SETTINGS = {
     "cosine": {"epochs": 3},
     "gmm": {"epochs": 3},
     "crcl": {"stages": (2, 2, 4), "warmup_epochs": 2},
-    "disncl": {"epochs": 12, "warmup_epochs": 3},
+    "disncl": {"epochs": 12, "warmup_epochs": 3, "visualize": ["mii_image", "mei_image"]},
 }
 
 

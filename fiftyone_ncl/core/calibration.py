@@ -8,6 +8,7 @@ is on the "clean" side (high similarity, or low loss).
 import logging
 
 import numpy as np
+from scipy.special import expit
 from sklearn.mixture import GaussianMixture
 
 logger = logging.getLogger(__name__)
@@ -42,20 +43,33 @@ class MixtureFit:
         self.weights = gmm.weights_.ravel()[order]
 
     def posterior(self, scores):
-        """Clean-component posterior of each score, made monotone in the score.
+        """Clean-component posterior of each score, monotone in the score.
 
-        With unequal variances the raw posterior of a narrow clean component
-        falls again in the far tail of a wide noisy one; a curator expects a
-        higher similarity never to lower the confidence, so the posterior is
-        replaced by its running maximum along the clean direction.
+        Computed as log-odds in log space (no underflow to exactly 0 or 1 in
+        the tails, so the least confident pairs stay ordered). With unequal
+        variances the raw posterior of a narrow clean component falls again
+        in the far tail of a wide noisy one; a curator expects a higher
+        similarity never to lower the confidence, so the log-odds are
+        replaced by their running maximum along the clean direction, and a
+        1e-6 ramp keeps that maximum strictly increasing: the confidence
+        ranks pairs exactly as the score does.
         """
         scores = np.asarray(scores, dtype=np.float64)
         x = (scores - self.lo) / (self.hi - self.lo)
-        post = self._gmm.predict_proba(x.reshape(-1, 1))[:, self._clean]
+        means = self._gmm.means_.ravel()
+        variances = self._gmm.covariances_.ravel()
+        log_joint = (
+            np.log(self._gmm.weights_)[None, :]
+            - 0.5 * np.log(2 * np.pi * variances)[None, :]
+            - 0.5 * (x[:, None] - means[None, :]) ** 2 / variances[None, :]
+        )
+        log_odds = log_joint[:, self._clean] - log_joint[:, 1 - self._clean]
         order = np.argsort(scores if self.higher_is_clean else -scores, kind="stable")
-        monotone = np.empty_like(post)
-        monotone[order] = np.maximum.accumulate(post[order])
-        return monotone
+        ramp = np.empty(len(order))
+        ramp[order] = np.arange(len(order)) / max(1, len(order) - 1)
+        envelope = np.empty_like(log_odds)
+        envelope[order] = np.maximum.accumulate(log_odds[order])
+        return expit(envelope + 1e-6 * ramp)
 
     def to_dict(self):
         return {

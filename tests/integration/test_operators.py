@@ -162,3 +162,11 @@ def test_visualize_subspaces_makes_umap_runs_tied_to_the_run(make_dataset):
     assert set(ds.list_brain_runs()) == {"viz", "viz_emb_image_umap"}
     ncl.delete_run(ds, "viz")
     assert ds.list_brain_runs() == []
+    # the SDK can make the maps right after a run
+    results = ncl.compute_correspondence(
+        ds, "caption", image_embeddings="img", text_embeddings="txt", run_key="v2",
+        store_embeddings=True, visualize=["emb_text"], progress=False,
+    )
+    assert results.config.visualization_keys == {"emb_text": "v2_emb_text_umap"}
+    assert ds.get_brain_info("v2").config.visualization_keys == {"emb_text": "v2_emb_text_umap"}
+    assert "v2_emb_text_umap" in ds.list_brain_runs()

@@ -209,3 +209,25 @@ def test_progress_callback_reports_fraction_and_label():
             bar.update(loss=0.5)
     assert [round(f, 2) for f, _ in seen] == [0.25, 0.5, 0.75, 1.0]
     assert seen[-1][1].startswith("train") and "loss=0.5" in seen[-1][1]
+
+
+def test_gmm_confidence_ranks_exactly_like_the_score():
+    # a wide noisy component makes the raw posterior fall again in the far
+    # clean tail; the monotone envelope must not create ties there
+    rng = np.random.default_rng(4)
+    scores = np.concatenate([rng.normal(0.8, 0.03, 400), rng.normal(0.3, 0.3, 600)])
+    prob, fit = clean_probability(scores)
+    assert fit.stds[0] < fit.stds[1]
+    ranked = prob[np.argsort(scores)]
+    steps = np.diff(ranked)
+    assert np.all(steps >= 0)
+    # strictly increasing wherever float64 can still tell values apart from 1
+    assert np.all(steps[ranked[1:] < 1.0 - 1e-12] > 0)
+    # same AUROC as the raw score for any labelling
+    labels = rng.random(1000) < 0.5
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(labels, prob) == pytest.approx(roc_auc_score(labels, scores))
+    # nothing underflows to exactly 0: the least confident stay ordered
+    far = clean_probability(np.concatenate([scores, [-5.0, -6.0]]))[0]
+    assert far[-1] > 0 and far[-2] > far[-1]
