@@ -1,7 +1,8 @@
 """``fiftyone-ncl bench``: the detection/retrieval grid and the speed benchmark.
 
     fiftyone-ncl bench --profile quick          # < 10 min on 2 cores
-    fiftyone-ncl bench --profile full           # the README tables (hours)
+    fiftyone-ncl bench --profile report         # the README tables (~1 h, run in parts)
+    fiftyone-ncl bench --profile full           # the full-size grid (many hours on a CPU)
     fiftyone-ncl bench speed --sizes 100000 1000000
 
 Results go to ``bench-results/<profile>/`` (results.json, results.md,
@@ -31,7 +32,7 @@ PROFILES = {
     "quick": {
         "problems": {
             "synthetic-high": {"n_pairs": 2000},
-            "fmnist-captions": {"n_train": 5000, "n_test": 2000},
+            "fmnist-captions": {"n_train": 3000, "n_test": 1000},
             "coco-mini": {},
         },
         "kinds": ["category", "random"],
@@ -43,7 +44,23 @@ PROFILES = {
             "disncl": {"epochs": 10, "warmup_epochs": 3},
         },
     },
-    "full": {
+    "report": {  # the README tables: what 2 CPU cores do in about an hour
+        "problems": {
+            "fmnist-captions": {"n_train": 6000, "n_test": 2000},
+            "synthetic-high": {"n_pairs": 5000},
+            "synthetic-low": {"n_pairs": 5000},
+            "coco-mini": {},
+        },
+        "kinds": ["category", "random", "noun"],
+        "rates": [0.0, 0.2, 0.4, 0.6, 0.8],
+        "seeds": [0, 1, 2],
+        "settings": {
+            "*": {"epochs": 5},
+            "crcl": {"stages": (2, 2, 4), "warmup_epochs": 2},
+            "disncl": {"epochs": 10, "warmup_epochs": 3},
+        },
+    },
+    "full": {  # the issue's grid at full size (many hours on 2 cores; a GPU run)
         "problems": {
             "fmnist-captions": {"n_train": 60000, "n_test": 10000},
             "synthetic-high": {"n_pairs": 10000},

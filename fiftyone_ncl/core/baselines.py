@@ -16,7 +16,7 @@ import numpy as np
 
 from fiftyone_ncl.core.alignment import DeviceInputs, encode_all, train_infonce
 from fiftyone_ncl.core.calibration import clean_probability
-from fiftyone_ncl.core.data import PairData, PairScores
+from fiftyone_ncl.core.data import PairScores
 from fiftyone_ncl.core.methods import (
     CorrespondenceMethod,
     l2_normalize,
@@ -47,6 +47,7 @@ class CosineMethod(CorrespondenceMethod):
     name = "cosine"
     config_cls = BaselineConfig
     trains = False
+    network_attr = "model"
     form_options = ("train_heads", "epochs", "device")
 
     def __init__(self, **kwargs):
@@ -117,24 +118,8 @@ class CosineMethod(CorrespondenceMethod):
 
     # checkpoints
 
-    def state_dict(self):
-        if self.model is None:
-            return {}
-        return dict(self.model.state_dict())
-
-    def input_spec(self):
-        return self._spec or {}
-
-    def _build_for(self, spec):
-        if not spec:
-            return
-        seed_everything(self.config.seed)
-        self.model = build_dual_encoder(self.config, PairData.from_spec(spec), pretrained=False)
-        self._spec = spec
-
-    def load_state_dict(self, state):
-        if self.model is not None:
-            self.model.load_state_dict(state)
+    def _build_network(self, data, pretrained=True):
+        return build_dual_encoder(self.config, data, pretrained=pretrained)
 
 
 @register_method

@@ -38,7 +38,7 @@ from fiftyone_ncl.core.acl import acl_from_logits, matching_probability
 from fiftyone_ncl.core.losses import similarity_logits
 from fiftyone_ncl.core.alignment import DeviceInputs, encode_all
 from fiftyone_ncl.core.calibration import clean_probability
-from fiftyone_ncl.core.data import PairData, PairScores
+from fiftyone_ncl.core.data import PairScores
 from fiftyone_ncl.core.methods import CorrespondenceMethod, pair_similarity, register_method
 from fiftyone_ncl.core.nets import build_dual_encoder
 from fiftyone_ncl.core.reference import reference_scores
@@ -200,6 +200,7 @@ class CRCLMethod(CorrespondenceMethod):
     name = "crcl"
     config_cls = CRCLConfig
     trains = True
+    network_attr = "model"
     form_options = ("stages", "warmup_epochs", "device", "seed")
 
     def __init__(self, **kwargs):
@@ -363,13 +364,15 @@ class CRCLMethod(CorrespondenceMethod):
             info=info,
         )
 
-    # checkpoints
+    # checkpoints: the network plus the SCC labels and the training data's
+    # fingerprint (labels apply only to the pairs they were refined on)
+
+    def _build_network(self, data, pretrained=True):
+        return build_dual_encoder(self.config, data, pretrained=pretrained)
 
     def state_dict(self):
-        if self.model is None:
-            return {}
-        state = dict(self.model.state_dict())
-        if self.labels is not None:
+        state = super().state_dict()
+        if state and self.labels is not None:
             state["scc_labels"] = torch.from_numpy(np.asarray(self.labels, dtype=np.float32))
         return state
 
@@ -381,14 +384,11 @@ class CRCLMethod(CorrespondenceMethod):
     def _build_for(self, spec):
         if not spec:
             return
-        seed_everything(self.config.seed)
-        self.model = build_dual_encoder(self.config, PairData.from_spec(spec), pretrained=False)
-        self._spec = {"images": list(spec["images"]), "texts": list(spec["texts"])}
+        super()._build_for({"images": list(spec["images"]), "texts": list(spec["texts"])})
         self._fingerprint = spec.get("train_fingerprint")
 
     def load_state_dict(self, state):
         state = dict(state)
         labels = state.pop("scc_labels", None)
         self.labels = None if labels is None else labels.float().numpy().copy()
-        if self.model is not None:
-            self.model.load_state_dict(state)
+        super().load_state_dict(state)

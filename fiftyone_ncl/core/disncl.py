@@ -46,7 +46,7 @@ from torch import nn
 
 from fiftyone_ncl.core.alignment import DeviceInputs
 from fiftyone_ncl.core.calibration import clean_probability
-from fiftyone_ncl.core.data import PairData, PairScores
+from fiftyone_ncl.core.data import PairScores
 from fiftyone_ncl.core.losses import infonce, similarity_logits
 from fiftyone_ncl.core.methods import CorrespondenceMethod, pair_similarity, register_method
 from fiftyone_ncl.core.mi import (
@@ -339,6 +339,7 @@ class DisNCLMethod(CorrespondenceMethod):
     name = "disncl"
     config_cls = DisNCLConfig
     trains = True
+    network_attr = "net"
     form_options = ("epochs", "warmup_epochs", "gamma", "device", "seed")
 
     def __init__(self, **kwargs):
@@ -653,20 +654,5 @@ class DisNCLMethod(CorrespondenceMethod):
 
     # checkpoints ----------------------------------------------------------
 
-    def state_dict(self):
-        return {} if self.net is None else dict(self.net.state_dict())
-
-    def input_spec(self):
-        return self._spec or {}
-
-    def _build_for(self, spec):
-        if not spec:
-            return
-        seed_everything(self.config.seed)
-        self.net = build_disncl_net(self.config, PairData.from_spec(spec), pretrained=False)
-        self._spec = spec
-
-    def load_state_dict(self, state):
-        if self.net is not None:
-            self.net.load_state_dict(state)
-            self.net.eval()
+    def _build_network(self, data, pretrained=True):
+        return build_disncl_net(self.config, data, pretrained=pretrained)

@@ -72,15 +72,17 @@ class CorrespondenceMethod:
     """Base class of all methods.
 
     Subclasses set ``name``, ``config_cls`` (a dataclass of options) and
-    ``trains``, and implement :meth:`fit` and :meth:`score`. Trained methods
-    also implement :meth:`state_dict` / :meth:`load_state_dict` and
-    :meth:`_build_for` (build untrained networks for given input shapes) so
-    that checkpoints round-trip.
+    ``trains``, and implement :meth:`fit` and :meth:`score`. A method whose
+    trained state is one torch module names its attribute in
+    ``network_attr``, sets ``self._spec = data.spec()`` when it builds it, and
+    implements :meth:`_build_network`: checkpoints then round-trip.
     """
 
     name = None
     config_cls = None
     trains = False
+    # attribute holding the trained torch module (None: nothing to save)
+    network_attr = None
     # config options the App's form exposes (the rest keep their defaults)
     form_options = ("device", "seed")
 
@@ -104,19 +106,38 @@ class CorrespondenceMethod:
 
     # checkpoints --------------------------------------------------------
 
+    def _network(self):
+        return getattr(self, self.network_attr, None) if self.network_attr else None
+
+    def _build_network(self, data, pretrained=True):
+        """Builds the method's untrained torch module for ``data``'s shapes."""
+        raise NotImplementedError
+
     def state_dict(self):
         """Tensors to save (empty for untrained methods)."""
-        return {}
+        net = self._network()
+        return {} if net is None else dict(net.state_dict())
 
     def load_state_dict(self, state):
-        pass
+        net = self._network()
+        if net is not None:
+            net.load_state_dict(state)
+            net.eval()
 
     def input_spec(self):
         """Shapes the networks were built for (saved with checkpoints)."""
-        return {}
+        return getattr(self, "_spec", None) or {}
 
     def _build_for(self, spec):
         """Builds untrained networks for an :meth:`input_spec`."""
+        if not spec or not self.network_attr:
+            return
+        from fiftyone_ncl.core.data import PairData
+        from fiftyone_ncl.core.training import seed_everything
+
+        seed_everything(self.config.seed)
+        setattr(self, self.network_attr, self._build_network(PairData.from_spec(spec), pretrained=False))
+        self._spec = spec
 
     def save(self, path):
         """Saves the trained networks and config to a safetensors file.

@@ -4,7 +4,6 @@ Heads map tower features into the joint space; the towers themselves (frozen
 identity, a small CNN, or an open_clip model) come from
 :mod:`fiftyone_ncl.core.towers`.
 """
-import torch
 import torch.nn.functional as F
 from torch import nn
 

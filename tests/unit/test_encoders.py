@@ -58,6 +58,7 @@ def test_open_clip_tokenisation_and_the_77_token_warning(clip):
 
 def test_open_clip_local_checkpoint_file(clip, tmp_path, skimage_photos):
     path = tmp_path / "my_clip.pt"
+    clip._load()  # the model is built lazily, on first use
     torch.save(clip._model.state_dict(), path)
     local = OpenClipEncoder("ViT-B-32", pretrained=str(path), device="cpu")
     assert local.name == "open_clip:ViT-B-32:file:my_clip.pt"
