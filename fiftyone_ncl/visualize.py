@@ -72,6 +72,8 @@ def compute_visualizations(samples, run_key="ncl", spaces=None, method="umap", o
         embeddings = _space_embeddings(run_view, run_key, space, config)
         if method == "umap":
             kwargs.setdefault("metric", "cosine")
+        if method in ("umap", "tsne"):
+            kwargs.setdefault("verbose", False)  # FiftyOne's progress bar is enough
         fob.compute_visualization(
             run_view,
             embeddings=embeddings,
