@@ -1,6 +1,8 @@
 """Writing a run's fields so that a failure leaves the dataset as it was.
 
-Fields are written with keyed ``set_values``. The writer remembers which
+Fields are written with keyed ``set_values`` (:meth:`FieldWriter.set`) or,
+for a run's many per-sample fields, one bulk update per sample carrying all
+of them (:meth:`FieldWriter.set_many`). The writer remembers which
 fields it created and backs up the current values of fields it overwrites;
 if anything raises (including KeyboardInterrupt) before :meth:`commit`,
 created fields are deleted and overwritten ones restored.
