@@ -246,7 +246,14 @@ def compute_correspondence(
         from fiftyone_ncl.visualize import compute_visualizations
 
         spaces = None if visualize is True else list(visualize)
-        results.config.visualization_keys = compute_visualizations(samples, run_key, spaces=spaces)
+        try:
+            results.config.visualization_keys = compute_visualizations(samples, run_key, spaces=spaces)
+        except Exception as e:
+            # the run itself is complete and kept; only the optional maps failed
+            raise RuntimeError(
+                "run %r was written, but computing its maps failed: %s; retry with "
+                "fiftyone_ncl.compute_visualizations(samples, %r)" % (run_key, e, run_key)
+            ) from e
     logger.info(
         "run %r: %d of %d pairs flagged (confidence < %.2f)",
         run_key, results.n_noisy, results.n_pairs, threshold,

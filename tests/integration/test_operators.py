@@ -170,3 +170,10 @@ def test_visualize_subspaces_makes_umap_runs_tied_to_the_run(make_dataset):
     assert results.config.visualization_keys == {"emb_text": "v2_emb_text_umap"}
     assert ds.get_brain_info("v2").config.visualization_keys == {"emb_text": "v2_emb_text_umap"}
     assert "v2_emb_text_umap" in ds.list_brain_runs()
+    # a failed map says so, and keeps the completed run
+    with pytest.raises(RuntimeError, match="'v3' was written, but computing its maps failed.*no space mii_image"):
+        ncl.compute_correspondence(
+            ds, "caption", image_embeddings="img", text_embeddings="txt", run_key="v3",
+            store_embeddings=True, visualize=["mii_image"], progress=False,
+        )
+    assert "v3" in ds.list_brain_runs() and ds.has_field("v3_confidence")
