@@ -1,4 +1,5 @@
 """Every operator through FiftyOne's real plugin discovery and executor."""
+import numpy as np
 import pytest
 import yaml
 
@@ -177,3 +178,26 @@ def test_visualize_subspaces_makes_umap_runs_tied_to_the_run(make_dataset):
             store_embeddings=True, visualize=["mii_image"], progress=False,
         )
     assert "v3" in ds.list_brain_runs() and ds.has_field("v3_confidence")
+
+
+def test_trained_methods_through_the_operator(make_dataset):
+    """CRCL and DisNCL from the App's form: fields, run record, MII/MEI maps."""
+    ds = make_dataset(n=160, n_swapped=40)
+    base = dict(FIELDS)
+    _run("compute_correspondence", ds, dict(base, method="crcl", run_key="crcl", stages="1,1", warmup_epochs=1),
+         request_delegation=False)
+    assert ds.has_field("crcl_label") and ds.has_field("crcl_confidence")
+    info = ds.get_brain_info("crcl").config
+    assert info.method_name == "crcl" and tuple(info.method_config["stages"]) == (1, 1)
+
+    _run("compute_correspondence", ds, dict(base, method="disncl", run_key="dis", epochs=3, warmup_epochs=1),
+         request_delegation=False)
+    for space in ("mii_image", "mii_text", "mei_image", "mei_text"):
+        assert ds.has_field("dis_%s" % space)
+    assert ds.get_brain_info("dis").config.method_config["epochs"] == 3
+    conf = np.array(ds.values("dis_confidence"))
+    truth = np.array(ds.values("truth"))
+    assert conf[~truth].mean() > conf[truth].mean()  # swapped pairs are less confident
+    _run("visualize_subspaces", ds, {"run_key": "dis", "space": "mii_image"})
+    _run("visualize_subspaces", ds, {"run_key": "dis", "space": "mei_image"})
+    assert {"dis_mii_image_umap", "dis_mei_image_umap"} <= set(ds.list_brain_runs())
