@@ -104,18 +104,14 @@ class App:
         """Opens the operator browser (Escape, then backquote), finds the
         operator by its label and opens its form; returns the form."""
         page = self.page
-        page.keyboard.press("Escape")
-        page.keyboard.press("`")
-        browser = page.locator("[data-cy=operators-browser]")
-        browser.wait_for()
-        page.fill("[data-cy=operators-browser-search]", label)
-        browser.get_by_text(label, exact=True).click()
+        self.operator_labels(label).get_by_text(label, exact=True).click()
         form = Form(page, page.locator("[data-cy=operators-prompt-modal]"))
         form.execute_button.wait_for()
         return form
 
     def operator_labels(self, search):
-        """Labels and names listed by the operator browser for ``search``."""
+        """Opens the operator browser and searches ``search``; returns the
+        browser's list (labels and names of the matching operators)."""
         page = self.page
         page.keyboard.press("Escape")
         page.keyboard.press("`")

@@ -31,14 +31,7 @@ from fiftyone_ncl.core.training import seed_everything
 SMALL = dict(embed_dim=32, hidden_dim=64, batch_size=128, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    # the test machine is shared: keep torch to one thread (also keeps CPU
-    # results bit-for-bit reproducible between the two fits compared below)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic(n=1500, latent=8, n_classes=10, d_img=32, d_txt=48, rate=0.45, obs=0.6, seed=0):

@@ -37,12 +37,7 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,7 @@ from fiftyone_ncl.core.mi import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("coef", [1.0, 0.25, 0.0])
