@@ -104,24 +104,51 @@ def score(n, method):
     return out
 
 
-def epoch(method, n, seed=0):
-    """Seconds of one training epoch of a method's heads on n x 512-d pairs."""
+EPOCH_METHODS = {
+    "infonce": ("cosine", {"train_heads": True, "epochs": 1}),
+    "crcl": ("crcl", {"stages": (1,), "warmup_epochs": 0}),
+    "disncl": ("disncl", {"epochs": 1, "warmup_epochs": 0}),
+}
+
+
+def parse_epoch_method(spec):
+    """``"disncl"`` or ``"disncl:club_steps=1,critic_steps=0"`` (a variant with
+    some options changed, for profiling) -> ``(method, options)``."""
+    import ast
+
+    name, _, extra = spec.partition(":")
+    if name not in EPOCH_METHODS:
+        raise ValueError("unknown epoch method %r; expected one of %s" % (name, sorted(EPOCH_METHODS)))
+    method, options = EPOCH_METHODS[name]
+    options = dict(options)
+    for item in filter(None, extra.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError("bad option %r in %r; expected key=python-literal" % (item, spec)) from None
+    return method, options
+
+
+def epoch(spec, n, seed=0):
+    """Seconds of one training epoch of a method's heads on n x 512-d pairs
+    (``spec`` as in :func:`parse_epoch_method`)."""
     import torch
 
     from fiftyone_ncl.core.data import PairData
     from fiftyone_ncl.core.methods import build_method
+    from fiftyone_ncl.core.training import adam
 
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, DIM)).astype(np.float32)
     img = z + 0.5 * rng.normal(size=(n, DIM)).astype(np.float32)
     txt = z + 0.5 * rng.normal(size=(n, DIM)).astype(np.float32)
     data = PairData(img, txt, np.arange(n))
-    options = {
-        "infonce": ("cosine", {"train_heads": True, "epochs": 1}),
-        "crcl": ("crcl", {"stages": (1,), "warmup_epochs": 0}),
-        "disncl": ("disncl", {"epochs": 1, "warmup_epochs": 0}),
-    }[method]
-    m = build_method(options[0], **options[1])
+    method, options = parse_epoch_method(spec)
+    m = build_method(method, **options)
+    # the first optimiser of a process imports torch._dynamo (~2 s): a
+    # one-time cost, not part of any method's epoch
+    adam([torch.zeros(1, requires_grad=True)], 1e-3)
     t0 = time.time()
     m.fit(data, progress=False)
     return {"seconds": time.time() - t0, "peak_rss_gib": _peak_rss_gib(), "threads": torch.get_num_threads()}
@@ -140,10 +167,16 @@ def main(argv=None):
     parser.add_argument("--sizes", nargs="*", type=int, default=[100_000, 1_000_000])
     parser.add_argument("--methods", nargs="*", default=["gmm"], help="scoring methods to time")
     parser.add_argument("--epoch-pairs", type=int, default=100_000)
-    parser.add_argument("--epoch-methods", nargs="*", default=["infonce", "crcl", "disncl"])
+    parser.add_argument("--epoch-methods", nargs="*", default=["infonce", "crcl", "disncl"],
+                        help="methods to time an epoch of; METHOD:key=value,... times a variant")
     parser.add_argument("--out", default=os.path.join("bench-results", "speed"))
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for spec in args.epoch_methods:
+        try:
+            parse_epoch_method(spec)
+        except ValueError as e:
+            parser.error(str(e))
 
     if args.child:
         task, *rest = args.child

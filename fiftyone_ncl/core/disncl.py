@@ -66,6 +66,7 @@ from fiftyone_ncl.core.training import (
     Progress,
     Stepper,
     TrainConfig,
+    adam,
     amp_dtype,
     autocast,
     embed_rows,
@@ -373,8 +374,8 @@ class DisNCLMethod(CorrespondenceMethod):
 
         enc_params = net.encoder_parameters()
         stepper = Stepper(make_optimizer(enc_params, c), enc_params, c.grad_clip, dtype)
-        critic_opt = torch.optim.Adam(net.critic_parameters(), lr=c.critic_lr)
-        club_opt = torch.optim.Adam(net.club_parameters(), lr=c.club_lr)
+        critic_opt = adam(net.critic_parameters(), c.critic_lr)
+        club_opt = adam(net.club_parameters(), c.club_lr)
         ema = None
         if c.teacher == "ema":
             ema = copy.deepcopy(net).eval()

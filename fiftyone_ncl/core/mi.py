@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fiftyone_ncl.core.nets import ProjectionHead
-
+from fiftyone_ncl.core.training import adam
 
 # gradient reversal ---------------------------------------------------------
 
@@ -265,7 +265,7 @@ def estimate_infonce_mi(
     with torch.random.fork_rng(devices=[] if torch.device(device).type == "cpu" else [device]):
         torch.manual_seed(seed)
         critic = SeparableCritic(x.shape[1], y.shape[1], hidden_dim, out_dim).to(device)
-        opt = torch.optim.Adam(critic.parameters(), lr=lr)
+        opt = adam(critic.parameters(), lr)
         rng = np.random.default_rng(seed + 1)
         train_vals = []
         for step in range(steps):
@@ -315,7 +315,7 @@ def estimate_club_mi(x, y, steps=300, lr=2e-3, hidden_dim=128, batch_size=256, s
     with torch.random.fork_rng(devices=[] if torch.device(device).type == "cpu" else [device]):
         torch.manual_seed(seed)
         club = CLUB(x.shape[1], y.shape[1], hidden_dim).to(device)
-        opt = torch.optim.Adam(club.parameters(), lr=lr)
+        opt = adam(club.parameters(), lr)
         rng = np.random.default_rng(seed + 1)
         bs = int(min(batch_size, len(fit_idx)))
         for _ in range(steps):

@@ -108,7 +108,22 @@ def epoch_batches(n, batch_size, generator):
 
 
 def make_optimizer(params, config):
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    """The encoders' AdamW under ``config.lr`` / ``config.weight_decay``."""
+    return adam(params, config.lr, weight_decay=config.weight_decay)
+
+
+def adam(params, lr, weight_decay=0.0):
+    """AdamW (Adam when ``weight_decay`` is 0), with torch's fused kernel where
+    this build has one for the parameters' device. The default per-tensor
+    update launches a dozen elementwise ops per parameter tensor, which cost
+    ~20 % of a training step of small heads on a CPU."""
+    params = [p for p in params]
+    cls = torch.optim.AdamW if weight_decay else torch.optim.Adam
+    kwargs = {"lr": lr, "weight_decay": weight_decay} if weight_decay else {"lr": lr}
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device / dtype / torch
+        return cls(params, **kwargs)
 
 
 class Stepper:

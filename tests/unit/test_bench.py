@@ -3,6 +3,7 @@ here: they are benchmark results, published with their command)."""
 import json
 
 import numpy as np
+import pytest
 
 from fiftyone_ncl.bench import cli
 from fiftyone_ncl.bench.problems import Problem
@@ -63,3 +64,20 @@ def test_make_noisy_kinds():
     data, noisy, source = make_noisy(_problem(), "category", 1.0, seed=0)
     assert list(source) == [1, 0, 3, 2] and noisy.all()
     np.testing.assert_array_equal(data.texts, np.eye(4, dtype=np.float32)[[1, 0, 3, 2]])
+
+
+def test_speed_epoch_variants_parse_and_bad_ones_are_named():
+    from fiftyone_ncl.bench.speed import main as speed_main
+    from fiftyone_ncl.bench.speed import parse_epoch_method
+
+    method, options = parse_epoch_method("disncl:club_steps=1,critic_hidden=64")
+    assert method == "disncl"
+    assert options["club_steps"] == 1 and options["critic_hidden"] == 64 and options["warmup_epochs"] == 0
+    assert parse_epoch_method("infonce") == ("cosine", {"train_heads": True, "epochs": 1})
+    with pytest.raises(ValueError, match="nope"):
+        parse_epoch_method("nope")
+    with pytest.raises(ValueError, match="club_steps=one"):
+        parse_epoch_method("disncl:club_steps=one")
+    # the CLI refuses a bad spec before timing anything
+    with pytest.raises(SystemExit):
+        speed_main(["--sizes", "--epoch-methods", "disncl:club_steps=one"])
