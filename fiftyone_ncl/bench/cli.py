@@ -4,6 +4,7 @@
     fiftyone-ncl bench --profile report         # the README tables (~1 h, run in parts)
     fiftyone-ncl bench --profile full           # the full-size grid (many hours on a CPU)
     fiftyone-ncl bench speed --sizes 100000 1000000
+    fiftyone-ncl bench merge DIR DIR ... --out DIR   # a grid run in parts
 
 Results go to ``bench-results/<profile>/`` (results.json, results.md,
 figures.html, noise masks).
@@ -142,6 +143,20 @@ def _expand(settings, methods):
     return out
 
 
+def merge_main(argv):
+    """``fiftyone-ncl bench merge PART [PART ...] --out DIR``."""
+    from fiftyone_ncl.bench.report import merge_results
+
+    parser = argparse.ArgumentParser(prog="fiftyone-ncl bench merge",
+                                     description="Merges grid results run in parts into one table.")
+    parser.add_argument("parts", nargs="+", help="output directories (or results.json files) of grid runs")
+    parser.add_argument("--out", required=True, help="where to write the merged results")
+    args = parser.parse_args(argv)
+    print(merge_results(args.parts, args.out))
+    print("\nWrote %s/results.json, results.md, figures.html" % args.out)
+    return 0
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING)
@@ -149,6 +164,8 @@ def main(argv=None):
         from fiftyone_ncl.bench.speed import main as speed_main
 
         return speed_main(argv[1:])
+    if argv and argv[0] == "merge":
+        return merge_main(argv[1:])
     parser = argparse.ArgumentParser(prog="fiftyone-ncl bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")

@@ -58,7 +58,11 @@ def _fmt(entry, metric, digits=3):
 def markdown(summary, command, machine_line):
     """Markdown tables: AUROC per rate for each (problem, kind), then a
     detailed table per (problem, kind) at every rate."""
-    lines = ["Command: `%s`" % command, "", "Machine: %s" % machine_line, ""]
+    if isinstance(command, str):
+        lines = ["Command: `%s`" % command, ""]
+    else:  # merged parts: every command that produced a row
+        lines = ["Commands (one per part, merged):", ""] + ["* `%s`" % c for c in command] + [""]
+    lines += ["Machine: %s" % machine_line, ""]
     by = defaultdict(list)
     for e in summary:
         by[(e["problem"], e["kind"])].append(e)
@@ -164,5 +168,40 @@ def write_results(rows, out_dir, command, extra=None):
     md = markdown(summary, command, machine_line)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md + "\n")
+    write_figures(figures(rows, summary), os.path.join(out_dir, "figures.html"))
+    return md
+
+
+def merge_results(parts, out_dir):
+    """Merges the ``results.json`` of grid runs made in parts (e.g. cheap
+    methods at every rate, trained ones at some) into one ``results.json``,
+    ``results.md`` and AUROC figure under ``out_dir``. Each part's command
+    and machine are kept; a row present in two parts (same data set, kind,
+    rate, seed and method) is an error rather than silently averaged twice."""
+    rows, commands, machines, seen = [], [], [], {}
+    for part in parts:
+        path = os.path.join(part, "results.json") if os.path.isdir(part) else part
+        if not os.path.exists(path):
+            raise FileNotFoundError("no benchmark results at %s" % path)
+        with open(path) as f:
+            result = json.load(f)
+        commands.append(result["command"])
+        machines.append(result["machine"])
+        for r in result["rows"]:
+            key = (r["problem"], r["kind"], r["rate"], r["seed"], r["method"])
+            if key in seen:
+                raise ValueError("%s and %s both hold the run %s" % (seen[key], path, key))
+            seen[key] = path
+            rows.append(r)
+    os.makedirs(out_dir, exist_ok=True)
+    summary = aggregate(rows)
+    machine_line = "; ".join(dict.fromkeys(machines))
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(to_jsonable({"commands": commands, "machine": machine_line, "parts": list(parts),
+                               "rows": rows, "summary": summary}), f, indent=1)
+    md = markdown(summary, commands, machine_line)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(md + "\n")
+    # confidence arrays are not kept in JSON: the merged figures are the AUROC curves
     write_figures(figures(rows, summary), os.path.join(out_dir, "figures.html"))
     return md

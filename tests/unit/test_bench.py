@@ -81,3 +81,21 @@ def test_speed_epoch_variants_parse_and_bad_ones_are_named():
     # the CLI refuses a bad spec before timing anything
     with pytest.raises(SystemExit):
         speed_main(["--sizes", "--epoch-methods", "disncl:club_steps=one"])
+
+
+def test_grid_run_in_parts_merges_into_one_table(tmp_path):
+    a, b, merged = tmp_path / "a", tmp_path / "b", tmp_path / "merged"
+    assert cli.main(["--profile", "tiny", "--methods", "cosine", "--out", str(a)]) == 0
+    assert cli.main(["--profile", "tiny", "--methods", "crcl", "--rates", "0.2", "--out", str(b)]) == 0
+    assert cli.main(["merge", str(a), str(b), "--out", str(merged)]) == 0
+    result = json.loads((merged / "results.json").read_text())
+    assert {(r["method"], r["rate"]) for r in result["rows"]} == {("cosine", 0.4), ("crcl", 0.2)}
+    assert len(result["commands"]) == 2
+    md = (merged / "results.md").read_text()
+    assert "--methods cosine" in md and "--methods crcl" in md
+    assert "| cosine | - | " in md  # no cosine run at 20 %: a gap, not a made-up cell
+    # the same run in two parts is refused
+    with pytest.raises(ValueError, match="both hold the run"):
+        cli.main(["merge", str(a), str(a), "--out", str(tmp_path / "twice")])
+    with pytest.raises(FileNotFoundError, match="no benchmark results"):
+        cli.main(["merge", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
