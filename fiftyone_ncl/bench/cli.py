@@ -131,9 +131,8 @@ def grid_main(args):
 
 def _expand(settings, methods):
     """Applies the ``"*"`` entry to every method (and the oracle)."""
-    from fiftyone_ncl.core.methods import list_methods
-
     from fiftyone_ncl.bench.runner import ORACLE
+    from fiftyone_ncl.core.methods import list_methods
 
     common = settings.get("*", {})
     out = {}
