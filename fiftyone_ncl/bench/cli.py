@@ -109,11 +109,15 @@ def grid_main(args):
         problems = {k: v for k, v in problems.items() if k in args.problems}
     out_dir = args.out or os.path.join("bench-results", args.profile)
     command = "fiftyone-ncl bench " + " ".join(shlex.quote(a) for a in args.argv)
-    t0 = time.time()
-    loaded = load_problems(problems)
     settings = {}
     for method, opts in profile["settings"].items():
         settings[method] = dict(opts)
+    for method, key, value in args.set or []:
+        settings.setdefault(method, {})[key] = value
+    expanded = _expand(settings, args.methods)
+    _check_settings(expanded)  # a typo fails now, not after an hour of training
+    t0 = time.time()
+    loaded = load_problems(problems)
     rows = run_grid(
         loaded,
         kinds=args.kinds or profile["kinds"],
@@ -121,12 +125,37 @@ def grid_main(args):
         seeds=list(range(args.seeds)) if args.seeds else profile["seeds"],
         methods=args.methods,
         out_dir=out_dir,
-        settings=_expand(settings, args.methods),
+        settings=expanded,
     )
     md = write_results(rows, out_dir, command, extra={"profile": args.profile, "wall_seconds": time.time() - t0})
     print(md)
     print("\nWrote %s/results.json, results.md, figures.html (%.0f s)" % (out_dir, time.time() - t0))
     return 0
+
+
+def parse_setting(text):
+    """``"crcl.epochs=12"`` / ``"*.epochs=12"`` -> ``("crcl", "epochs", 12)``
+    (the value is a Python literal: ``"disncl.stages=(1, 2)"``)."""
+    import ast
+
+    target, eq, value = text.partition("=")
+    method, dot, key = target.partition(".")
+    if not eq or not dot or not method or not key:
+        raise argparse.ArgumentTypeError("expected METHOD.option=value (or *.option=value), got %r" % text)
+    try:
+        value = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        raise argparse.ArgumentTypeError("the value in %r is not a Python literal" % text) from None
+    return method.strip(), key.strip(), value
+
+
+def _check_settings(expanded):
+    from fiftyone_ncl.bench.runner import ORACLE
+    from fiftyone_ncl.core.methods import get_method_class, make_config
+
+    for method, options in expanded.items():
+        cls = get_method_class("cosine" if method == ORACLE else method)
+        make_config(cls.config_cls, options, method)
 
 
 def _expand(settings, methods):
@@ -173,6 +202,8 @@ def main(argv=None):
     parser.add_argument("--rates", nargs="*", type=float, help="noise rates, e.g. 0.2 0.4")
     parser.add_argument("--seeds", type=int, help="number of seeds")
     parser.add_argument("--methods", nargs="*", help="methods (default: all registered + oracle)")
+    parser.add_argument("--set", nargs="*", type=parse_setting, metavar="METHOD.OPTION=VALUE",
+                        help="override a method option of the profile, e.g. cosine.epochs=12 or *.batch_size=256")
     parser.add_argument("--out", help="output directory (default bench-results/<profile>)")
     args = parser.parse_args(argv)
     args.argv = argv

@@ -99,3 +99,29 @@ def test_grid_run_in_parts_merges_into_one_table(tmp_path):
         cli.main(["merge", str(a), str(a), "--out", str(tmp_path / "twice")])
     with pytest.raises(FileNotFoundError, match="no benchmark results"):
         cli.main(["merge", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
+
+
+def test_set_overrides_a_profile_option_and_typos_fail_before_training(tmp_path, monkeypatch):
+    from fiftyone_ncl.bench import runner
+
+    seen = []
+    real_run_one = runner.run_one
+
+    def spy(problem, data, noisy, source, method_name, seed, settings=None, **kw):
+        seen.append((method_name, dict(settings)))
+        return real_run_one(problem, data, noisy, source, method_name, seed, settings, **kw)
+
+    monkeypatch.setattr(runner, "run_one", spy)
+    out = tmp_path / "set"
+    assert cli.main(["--profile", "tiny", "--methods", "cosine", "--set", "cosine.epochs=3", "*.embed_dim=16",
+                     "--out", str(out)]) == 0
+    cosine = [opts for name, opts in seen if name == "cosine"]
+    assert cosine and all(o["epochs"] == 3 and o["embed_dim"] == 16 for o in cosine)
+    assert "cosine.epochs=3" in (out / "results.md").read_text()  # the command shows the override
+    # a misspelt option or a malformed --set stops before any data is built
+    seen.clear()
+    with pytest.raises(TypeError, match="epochz"):
+        cli.main(["--profile", "tiny", "--methods", "cosine", "--set", "cosine.epochz=3", "--out", str(tmp_path / "x")])
+    assert seen == []
+    with pytest.raises(SystemExit):
+        cli.main(["--profile", "tiny", "--set", "epochs=3", "--out", str(tmp_path / "y")])
