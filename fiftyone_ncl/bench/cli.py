@@ -122,7 +122,7 @@ def grid_main(args):
         loaded,
         kinds=args.kinds or profile["kinds"],
         rates=args.rates or profile["rates"],
-        seeds=list(range(args.seeds)) if args.seeds else profile["seeds"],
+        seeds=_seeds(args, profile),
         methods=args.methods,
         out_dir=out_dir,
         settings=expanded,
@@ -131,6 +131,12 @@ def grid_main(args):
     print(md)
     print("\nWrote %s/results.json, results.md, figures.html (%.0f s)" % (out_dir, time.time() - t0))
     return 0
+
+
+def _seeds(args, profile):
+    if args.seed_list:
+        return list(args.seed_list)
+    return list(range(args.seeds)) if args.seeds else list(profile["seeds"])
 
 
 def parse_setting(text):
@@ -200,7 +206,10 @@ def main(argv=None):
     parser.add_argument("--problems", nargs="*", help="subset of the profile's data sets")
     parser.add_argument("--kinds", nargs="*", help="noise kinds: random category noun")
     parser.add_argument("--rates", nargs="*", type=float, help="noise rates, e.g. 0.2 0.4")
-    parser.add_argument("--seeds", type=int, help="number of seeds")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, help="number of seeds (0, 1, ..., N - 1)")
+    seeds.add_argument("--seed-list", type=int, nargs="+", metavar="SEED",
+                       help="these seeds only, e.g. --seed-list 1 2 (a grid split by seed, merged later)")
     parser.add_argument("--methods", nargs="*", help="methods (default: all registered + oracle)")
     parser.add_argument("--set", nargs="*", type=parse_setting, metavar="METHOD.OPTION=VALUE",
                         help="override a method option of the profile, e.g. cosine.epochs=12 or *.batch_size=256")

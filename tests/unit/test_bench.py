@@ -125,3 +125,16 @@ def test_set_overrides_a_profile_option_and_typos_fail_before_training(tmp_path,
     assert seen == []
     with pytest.raises(SystemExit):
         cli.main(["--profile", "tiny", "--set", "epochs=3", "--out", str(tmp_path / "y")])
+
+
+def test_a_grid_split_by_seed_merges_into_mean_and_sd(tmp_path):
+    a, b, merged = tmp_path / "s0", tmp_path / "s1", tmp_path / "merged"
+    assert cli.main(["--profile", "tiny", "--methods", "cosine", "--seed-list", "0", "--out", str(a)]) == 0
+    assert cli.main(["--profile", "tiny", "--methods", "cosine", "--seed-list", "1", "--out", str(b)]) == 0
+    assert {r["seed"] for r in json.loads((b / "results.json").read_text())["rows"]} == {1}
+    assert cli.main(["merge", str(a), str(b), "--out", str(merged)]) == 0
+    summary = json.loads((merged / "results.json").read_text())["summary"]
+    cosine = [e for e in summary if e["method"] == "cosine"]
+    assert len(cosine) == 1 and cosine[0]["seeds"] == 2 and "auroc_sd" in cosine[0]
+    with pytest.raises(SystemExit):  # a count and a list at once is ambiguous
+        cli.main(["--profile", "tiny", "--seeds", "2", "--seed-list", "1", "--out", str(tmp_path / "x")])
