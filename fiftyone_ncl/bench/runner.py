@@ -130,7 +130,8 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
         seeds: seeds (noise and training)
         methods (None): method names; default every registered method plus
             the oracle
-        out_dir (None): where to save the noise masks (``noise/*.npz``)
+        out_dir (None): where to save the noise masks (``noise/*.npz``) and
+            every run's per-pair confidence and similarity (``scores/*.npz``)
         settings (None): ``{method: options}`` applied on top of the problem's
         log (print): progress printer
 
@@ -151,10 +152,11 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
                     continue  # 0% is the same for every kind
                 for seed in seeds:
                     data, noisy, source = make_noisy(problem, kind, rate, seed)
+                    run_name = "%s_%s_%02d_seed%d" % (problem.name, kind, round(100 * rate), seed)
                     if out_dir:
                         os.makedirs(os.path.join(out_dir, "noise"), exist_ok=True)
                         np.savez_compressed(
-                            os.path.join(out_dir, "noise", "%s_%s_%02d_seed%d.npz" % (problem.name, kind, round(100 * rate), seed)),
+                            os.path.join(out_dir, "noise", run_name + ".npz"),
                             noisy=noisy,
                             source=source if source is not None else np.arange(len(noisy)),
                         )
@@ -167,6 +169,13 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
                         reuse = fitted.get(("cosine", repr(sorted(opts.items())))) if method == "gmm" else None
                         row, scores, fit = run_one(problem, data, noisy, source, method, seed, opts, reuse=reuse)
                         fitted[(method, repr(sorted(opts.items())))] = fit
+                        if out_dir:  # the per-pair scores, so any metric can be recomputed later
+                            os.makedirs(os.path.join(out_dir, "scores"), exist_ok=True)
+                            np.savez_compressed(
+                                os.path.join(out_dir, "scores", "%s_%s.npz" % (run_name, method)),
+                                confidence=np.asarray(scores.confidence, dtype=np.float64),
+                                similarity=np.asarray(scores.similarity, dtype=np.float32),
+                            )
                         row.update(
                             problem=problem.name, kind=kind if rate else "none", rate=rate, seed=seed,
                             realised_rate=float(noisy.mean()),

@@ -24,11 +24,16 @@ def detection_metrics(noisy, confidence, threshold=None):
         class is present.
     """
     noisy = np.asarray(noisy, dtype=bool)
-    score = 1.0 - np.asarray(confidence, dtype=np.float64)
-    if noisy.shape != score.shape:
+    confidence = np.asarray(confidence, dtype=np.float64)
+    if noisy.shape != confidence.shape:
         raise ValueError(
-            "noisy has shape %s but confidence has %s" % (noisy.shape, score.shape)
+            "noisy has shape %s but confidence has %s" % (noisy.shape, confidence.shape)
         )
+    # rank by -confidence, the same order as 1 - confidence without its
+    # rounding: a calibrated posterior of 1e-30 and one of 1e-200 are two
+    # distinct doubles, but 1 - either is exactly 1.0, which would tie every
+    # pair deep in the noisy tail
+    score = -confidence
 
     k = int(noisy.sum())
     out = {"n": int(noisy.size), "k": k, "noise_rate": float(noisy.mean()) if noisy.size else 0.0}
@@ -43,7 +48,7 @@ def detection_metrics(noisy, confidence, threshold=None):
         out["precision_at_k"] = None
 
     if threshold is not None:
-        flagged = score > 1.0 - threshold  # confidence < threshold
+        flagged = confidence < threshold
         tp = int((flagged & noisy).sum())
         n_flagged = int(flagged.sum())
         precision = tp / n_flagged if n_flagged else 0.0

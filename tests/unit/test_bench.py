@@ -27,6 +27,13 @@ def test_tiny_profile_writes_every_method_and_the_oracle(tmp_path):
     assert "cores" in result["machine"]
     noise = np.load(out / "noise" / "synthetic-high_random_40_seed0.npz")
     assert noise["noisy"].mean() == result["rows"][0]["realised_rate"]
+    # every run's per-pair confidence is kept and reproduces its row's metrics
+    from fiftyone_ncl.core.metrics import detection_metrics
+
+    for row in result["rows"]:
+        saved = np.load(out / "scores" / ("synthetic-high_random_40_seed0_%s.npz" % row["method"]))
+        assert saved["confidence"].dtype == np.float64
+        assert detection_metrics(noise["noisy"], saved["confidence"])["auroc"] == pytest.approx(row["auroc"])
     html = (out / "figures.html").read_text()
     assert html.count("plotly-graph-div") >= 2  # AUROC curve and histograms
 

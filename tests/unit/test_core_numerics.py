@@ -27,6 +27,16 @@ def test_detection_metrics_perfect_and_reversed():
     assert reversed_["auroc"] == 0.0 and reversed_["precision_at_k"] == 0.0
 
 
+def test_detection_metrics_keep_the_order_of_tiny_confidences():
+    # calibrated posteriors deep in the noisy tail are tiny but distinct;
+    # ranking by 1 - confidence would round them all to 1.0 and tie them
+    noisy = np.array([True, True, False, False])
+    confidence = np.array([1e-200, 1e-120, 1e-30, 0.9])
+    m = detection_metrics(noisy, confidence, threshold=0.5)
+    assert m["auroc"] == 1.0 and m["ap"] == 1.0 and m["precision_at_k"] == 1.0
+    assert m["flagged"] == 3 and m["recall"] == 1.0
+
+
 def test_detection_metrics_one_class_and_shape_errors():
     m = detection_metrics(np.zeros(4, bool), np.linspace(0, 1, 4))
     assert m["auroc"] is None and m["ap"] is None and m["precision_at_k"] is None
