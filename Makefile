@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WITH_ENV := set -a && . $(VENV)/ncl.env && set +a &&
 
-.PHONY: demo test setup setup-test app bench bench-quick clean
+.PHONY: demo test setup setup-test app bench bench-quick bench-full-fmnist clean
 
 setup:
 	@bash scripts/setup.sh
@@ -28,6 +28,10 @@ bench-quick: setup
 
 bench: setup
 	@$(WITH_ENV) $(PY) -m fiftyone_ncl.cli bench --profile full
+
+# the README's full-size look-alike tables: parts in two lanes, then merged
+bench-full-fmnist: setup
+	@$(WITH_ENV) bash scripts/bench-full-fmnist.sh
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache
