@@ -133,7 +133,7 @@ def run_demo(n_samples=10000, noise_rate=0.3, methods=None, seed=0, progress=Tru
         rows.append((method, metrics, time.time() - t))
 
     print()
-    print("Detection of the swapped captions (ranking by 1 - confidence):")
+    print("Detection of the swapped captions (pairs ranked from least to most confident):")
     print("%-8s %7s %7s %9s %9s %9s %7s" % ("method", "AUROC", "AP", "P@k", "flagged", "recall", "time"))
     for method, m, secs in rows:
         print(
