@@ -3,9 +3,9 @@
 Every registered method runs (a method added later joins automatically),
 plus an ``oracle`` row: the plain InfoNCE baseline trained on the clean pairs
 only, the ceiling of detection. Per run: detection AUROC / AP / precision at
-k of ``1 - confidence`` against the injected mismatches, correction accuracy
-of the suggestions for flagged noisy pairs, retrieval on the clean test split
-when the data set has one, and wall time.
+k of the pairs ranked from least to most confident against the injected
+mismatches, correction accuracy of the suggestions for flagged noisy pairs,
+retrieval on the clean test split when the data set has one, and wall time.
 """
 import logging
 import os
@@ -140,6 +140,9 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
         under ``"_confidence"`` / ``"_noisy"`` for the figures
     """
     methods = list(methods or list_methods() + [ORACLE])
+    if out_dir:
+        for sub in ("noise", "scores"):
+            os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     rows = []
     for problem in problems:
         for kind in kinds:
@@ -154,7 +157,6 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
                     data, noisy, source = make_noisy(problem, kind, rate, seed)
                     run_name = "%s_%s_%02d_seed%d" % (problem.name, kind, round(100 * rate), seed)
                     if out_dir:
-                        os.makedirs(os.path.join(out_dir, "noise"), exist_ok=True)
                         np.savez_compressed(
                             os.path.join(out_dir, "noise", run_name + ".npz"),
                             noisy=noisy,
@@ -170,7 +172,6 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
                         row, scores, fit = run_one(problem, data, noisy, source, method, seed, opts, reuse=reuse)
                         fitted[(method, repr(sorted(opts.items())))] = fit
                         if out_dir:  # the per-pair scores, so any metric can be recomputed later
-                            os.makedirs(os.path.join(out_dir, "scores"), exist_ok=True)
                             np.savez_compressed(
                                 os.path.join(out_dir, "scores", "%s_%s.npz" % (run_name, method)),
                                 confidence=np.asarray(scores.confidence, dtype=np.float64),

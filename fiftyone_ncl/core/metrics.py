@@ -1,7 +1,7 @@
 """Detection and retrieval metrics.
 
-Detection treats "the pair is noisy" as the positive class and ranks pairs by
-``1 - confidence``. Retrieval follows the image-text matching literature:
+Detection treats "the pair is noisy" as the positive class and ranks pairs
+from least to most confident. Retrieval follows the image-text matching literature:
 R@K in both directions and their sum (rSum).
 """
 import numpy as np
