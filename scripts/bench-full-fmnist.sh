@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 OUT="${1:-bench-results/full}"
 mkdir -p "$OUT"
 
-part() {  # part KIND RATE SEED [--methods ...]: one grid part into $OUT
+part() {  # part KIND RATE SEED [TAG] [--methods ...]: one grid part into $OUT
     local kind="$1" rate="$2" seed="$3"; shift 3
     local name="fmnist-$kind-r$rate-s$seed"
+    # a TAG names a part that adds methods to a cell another part already ran
+    if [[ $# -gt 0 && "$1" != --* ]]; then name="$name-$1"; shift; fi
     [[ -f "$OUT/$name/results.json" ]] && return 0
     OMP_NUM_THREADS=1 .venv/bin/fiftyone-ncl bench --profile full --problems fmnist-captions \
         --kinds "$kind" --rates "$rate" --seed-list "$seed" "$@" --out "$OUT/$name" >"$OUT/log-$name.txt" 2>&1
@@ -23,13 +25,15 @@ part() {  # part KIND RATE SEED [--methods ...]: one grid part into $OUT
 
 # Most informative parts first: look-alike swaps at 40 and 60 % with every
 # method (two seeds), clean training (the retrieval reference), the baselines
-# at 20 and 80 % and on random swaps; the third seed at 40 / 60 % last.
+# at 20 and 80 % and on random swaps; the third seed at 40 / 60 %, then DisNCL
+# at 20 % (a tagged part beside the baselines' part of that cell).
 lane_a() {
     part category 0.4 0
     part category 0.4 1
     part random 0 0 --methods cosine
     part random 0.4 0 --methods cosine gmm oracle
     part category 0.4 2
+    part category 0.2 0 disncl --methods disncl
 }
 
 lane_b() {
