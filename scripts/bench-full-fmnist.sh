@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full-size benchmark on fmnist-captions (60,000 photos); the README's
-# full-size tables are the parts below that have finished so far (each merged
-# results.md lists them): one grid part per (noise kind, rate, seed), in two lanes of one
+# full-size tables are the parts below (each merged results.md lists them):
+# one grid part per (noise kind, rate, seed), in two lanes of one
 # torch thread each (on 2 cores two one-thread lanes finish sooner than one
 # two-thread lane), then one merged table per noise kind. About 50 minutes
 # per part on 2 CPU cores; a part that already has results is skipped, so an
