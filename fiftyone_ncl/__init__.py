@@ -8,53 +8,61 @@ Quick start::
                                          encoder="open_clip:ViT-B-32:laion2b_s34b_b79k")
     ncl.tag_mismatches(dataset, "ncl")
     session = fo.launch_app(ncl.suspects_view(dataset, "ncl"))
+
+The SDK names below are resolved on first use (PEP 562), so that
+``fiftyone_ncl.core`` imports and runs where FiftyOne is not installed (a GPU
+worker, a ``torchrun`` job, another tool).
 """
+import importlib
+
 __version__ = "0.1.0"
 
-from fiftyone_ncl.core.methods import list_methods
-from fiftyone_ncl.correspondence import (
-    compute_correspondence,
-    delete_run,
-    evaluate,
-    get_run_info,
-    list_runs,
-    load_run_results,
-    rename_run,
-)
-from fiftyone_ncl.selfcheck import self_check
-from fiftyone_ncl.visualize import (
-    compute_visualizations,
-    confidence_figure,
-    embedding_spaces,
-    plot_confidence,
-)
-from fiftyone_ncl.review import (
-    accept_suggestions,
-    restore_captions,
-    save_suspects_view,
-    suspects_view,
-    tag_mismatches,
-    untag_mismatches,
-)
+# public name -> module that defines it
+_API = {
+    "compute_correspondence": "fiftyone_ncl.correspondence",
+    "evaluate": "fiftyone_ncl.correspondence",
+    "delete_run": "fiftyone_ncl.fo.runs",
+    "get_run_info": "fiftyone_ncl.fo.runs",
+    "list_runs": "fiftyone_ncl.fo.runs",
+    "load_run_results": "fiftyone_ncl.fo.runs",
+    "rename_run": "fiftyone_ncl.fo.runs",
+    "validate_run_key": "fiftyone_ncl.fo.runs",
+    "field_name": "fiftyone_ncl.fo.fields",
+    "caption_fields": "fiftyone_ncl.fo.pairs",
+    "DEFAULT_METHOD": "fiftyone_ncl.correspondence",
+    "DEFAULT_TAG": "fiftyone_ncl.review",
+    "list_methods": "fiftyone_ncl.core.registry",
+    "method_capabilities": "fiftyone_ncl.core.registry",
+    "load_method": "fiftyone_ncl.core.registry",
+    "list_recipes": "fiftyone_ncl.recipes",
+    "self_check": "fiftyone_ncl.selfcheck",
+    "compute_visualizations": "fiftyone_ncl.visualize",
+    "confidence_figure": "fiftyone_ncl.visualize",
+    "embedding_spaces": "fiftyone_ncl.visualize",
+    "plot_confidence": "fiftyone_ncl.visualize",
+    "accept_suggestions": "fiftyone_ncl.review",
+    "restore_captions": "fiftyone_ncl.review",
+    "save_suspects_view": "fiftyone_ncl.review",
+    "suspects_view": "fiftyone_ncl.review",
+    "tag_mismatches": "fiftyone_ncl.review",
+    "untag_mismatches": "fiftyone_ncl.review",
+}
 
-__all__ = [
-    "accept_suggestions",
-    "compute_correspondence",
-    "compute_visualizations",
-    "confidence_figure",
-    "embedding_spaces",
-    "delete_run",
-    "evaluate",
-    "get_run_info",
-    "list_methods",
-    "list_runs",
-    "plot_confidence",
-    "load_run_results",
-    "rename_run",
-    "restore_captions",
-    "save_suspects_view",
-    "self_check",
-    "suspects_view",
-    "tag_mismatches",
-    "untag_mismatches",
-]
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    if name not in _API:
+        try:  # a submodule, e.g. ``fiftyone_ncl.correspondence``
+            return importlib.import_module("%s.%s" % (__name__, name))
+        except ModuleNotFoundError as e:
+            if e.name != "%s.%s" % (__name__, name):
+                raise
+        raise AttributeError("module 'fiftyone_ncl' has no attribute %r" % name)
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

@@ -1,4 +1,8 @@
-"""Command line: ``fiftyone-ncl demo | score | runs | tag | bench``."""
+"""Command line: ``fiftyone-ncl demo | score | tag | runs | bench``.
+
+Errors a user can fix print as one line with the fix; ``--debug`` shows the
+traceback.
+"""
 import argparse
 import json
 import logging
@@ -12,18 +16,31 @@ def _demo(args):
              progress=not args.quiet)
 
 
-def _score(args):
+def _load_dataset(name):
     import fiftyone as fo
 
+    if not fo.dataset_exists(name):
+        datasets = fo.list_datasets()
+        raise ValueError("no dataset %r; datasets: %s" % (name, ", ".join(datasets) or "none"))
+    return fo.load_dataset(name)
+
+
+def _score(args):
     import fiftyone_ncl as ncl
 
-    dataset = fo.load_dataset(args.dataset)
-    options = json.loads(args.options) if args.options else {}
+    dataset = _load_dataset(args.dataset)
+    try:
+        options = json.loads(args.options) if args.options else {}
+    except ValueError as e:
+        raise ValueError("--options is not JSON (%s); e.g. --options '{\"epochs\": 5}'" % e) from None
+    if not isinstance(options, dict):
+        raise ValueError("--options must be a JSON object, e.g. '{\"epochs\": 5}'")
     results = ncl.compute_correspondence(
         dataset,
         args.caption_field,
         method=args.method,
         run_key=args.run_key,
+        recipe=args.recipe,
         image_embeddings=args.image_field,
         text_embeddings=args.text_field,
         encoder=args.encoder,
@@ -35,17 +52,24 @@ def _score(args):
         progress=not args.quiet,
         **options,
     )
+    summary = results.summary()
     if args.tag:
-        ncl.tag_mismatches(dataset, args.run_key)
-    print(json.dumps(results.summary(), indent=2))
+        summary["tagged"] = ncl.tag_mismatches(dataset, args.run_key)
+    print(json.dumps(summary, indent=2))
+
+
+def _tag(args):
+    import fiftyone_ncl as ncl
+
+    dataset = _load_dataset(args.dataset)
+    n = ncl.tag_mismatches(dataset, args.run_key, threshold=args.threshold, top_k=args.top_k, tag=args.tag)
+    print("tagged %d samples %r from run %r" % (n, args.tag, args.run_key))
 
 
 def _runs(args):
-    import fiftyone as fo
-
     import fiftyone_ncl as ncl
 
-    dataset = fo.load_dataset(args.dataset)
+    dataset = _load_dataset(args.dataset)
     if args.run_key:
         info = ncl.get_run_info(dataset, args.run_key)
         info.pop("info", None)
@@ -56,7 +80,11 @@ def _runs(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="fiftyone-ncl", description=__doc__)
+    from fiftyone_ncl.bench.cli import add_bench_commands
+
+    parser = argparse.ArgumentParser(prog="fiftyone-ncl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="score a demo dataset with known mismatches and print detection quality")
@@ -72,6 +100,7 @@ def build_parser():
     p.add_argument("--caption-field", default="caption")
     p.add_argument("--method", default=None)
     p.add_argument("--run-key", default="ncl")
+    p.add_argument("--recipe", default=None, help="open_clip, fields, pixels_minilm, cnn_minilm, open_clip_finetune")
     p.add_argument("--image-field", default=None, help="precomputed image embeddings field")
     p.add_argument("--text-field", default=None, help="precomputed caption embeddings field")
     p.add_argument("--encoder", default=None, help="e.g. open_clip:ViT-B-32:laion2b_s34b_b79k")
@@ -85,24 +114,54 @@ def build_parser():
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_score)
 
+    p = sub.add_parser("tag", help="tag a run's suspected mismatches")
+    p.add_argument("dataset")
+    p.add_argument("run_key", nargs="?", default="ncl")
+    p.add_argument("--threshold", type=float, default=None, help="default: the run's decision")
+    p.add_argument("--top-k", type=int, default=None, help="instead, the k least confident samples")
+    p.add_argument("--tag", default="suspected_mismatch")
+    p.set_defaults(func=_tag)
+
     p = sub.add_parser("runs", help="list a dataset's runs, or show one")
     p.add_argument("dataset")
     p.add_argument("run_key", nargs="?")
     p.set_defaults(func=_runs)
 
-    sub.add_parser("bench", help="benchmarks (see 'fiftyone-ncl bench --help')", add_help=False)
+    bench = sub.add_parser("bench", help="benchmarks: grid, merge, speed, synthetic")
+    add_bench_commands(bench.add_subparsers(dest="bench_command", required=True))
     return parser
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # its own parser (argparse cannot forward leading options)
-        from fiftyone_ncl.bench.cli import main as bench_main
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "bench":
+        # ``bench --profile ...`` (no subcommand) is the grid, as before
+        at = argv.index("bench") + 1
+        if at == len(argv) or argv[at].startswith("-") and argv[at] not in ("-h", "--help"):
+            argv.insert(at, "grid")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        args.argv = [a for a in argv[argv.index("bench") + 1 :] if a != "grid"] if args.bench_command == "grid" \
+            else argv[argv.index("bench") + 2 :]
+        return _run(args, lambda: args.func(args, parser))
+    return _run(args, lambda: args.func(args))
 
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+
+def _run(args, fn):
+    """Runs a command; user errors become one line on stderr (exit 2)."""
+    try:
+        return fn() or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+        if args.debug:
+            raise
+        print("fiftyone-ncl: error: %s" % e, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ import numpy as np
 
 import fiftyone as fo
 
-import fiftyone_ncl as ncl
-from fiftyone_ncl.bench.fmnist import CLASS_NAMES, CONFUSION_GROUPS, load_fashion_mnist, make_captions
 from fiftyone_ncl.core.noise import inject_category
+from fiftyone_ncl.core.registry import list_methods
+from fiftyone_ncl.correspondence import compute_correspondence, evaluate
+from fiftyone_ncl.datasets.fmnist import CLASS_NAMES, CONFUSION_GROUPS, load_fashion_mnist, make_captions
+from fiftyone_ncl.review import save_suspects_view, tag_mismatches
 
 logger = logging.getLogger(__name__)
 
@@ -109,18 +111,17 @@ def run_demo(n_samples=10000, noise_rate=0.3, methods=None, seed=0, progress=Tru
         "(requested %.0f%%, realised %.1f%%)"
         % (dataset.name, len(dataset), int(noise.noisy.sum()), 100 * noise_rate, 100 * noise.realised_rate)
     )
-    methods = methods or ncl.list_methods()
+    methods = methods or list_methods()
     rows = []
     for method in methods:
         settings = dict(DEMO_SETTINGS.get(method, {}))
         t = time.time()
-        ncl.compute_correspondence(
+        compute_correspondence(
             dataset,
             "caption",
             method=method,
             run_key=method,
-            image_encoder="pixels",
-            text_encoder="sentence-transformers",
+            recipe="pixels_minilm",
             # computed by the first method, reused by the others
             image_embeddings="pixels_28",
             text_embeddings="minilm",
@@ -129,7 +130,7 @@ def run_demo(n_samples=10000, noise_rate=0.3, methods=None, seed=0, progress=Tru
             progress=progress,
             **settings,
         )
-        metrics = ncl.evaluate(dataset, method, "is_swapped")
+        metrics = evaluate(dataset, method, "is_swapped")
         rows.append((method, metrics, time.time() - t))
 
     print()
@@ -146,8 +147,8 @@ def run_demo(n_samples=10000, noise_rate=0.3, methods=None, seed=0, progress=Tru
             "only negative cosines; gmm is the same ranking, calibrated)"
         )
     best = max(rows, key=lambda r: r[1]["auroc"])[0]
-    n_tagged = ncl.tag_mismatches(dataset, best)
-    view_name = ncl.save_suspects_view(dataset, best)
+    n_tagged = tag_mismatches(dataset, best)
+    view_name = save_suspects_view(dataset, best)
     print()
     print(
         "Tagged %d samples 'suspected_mismatch' from run %r (best AUROC); saved view %r."

@@ -3,7 +3,8 @@ import fiftyone.core.fields as fof
 from fiftyone import ViewField as F
 
 from fiftyone_ncl.fo.embeddings import INFO_CAPTION_FIELD
-from fiftyone_ncl.fo.runs import check_run, field_name
+from fiftyone_ncl.fo.fields import field_name
+from fiftyone_ncl.fo.runs import check_run
 from fiftyone_ncl.fo.writer import FieldWriter
 
 DEFAULT_TAG = "suspected_mismatch"

@@ -6,7 +6,8 @@ import numpy as np
 
 import fiftyone.core.fields as fof
 
-from fiftyone_ncl.fo.runs import Correspondence, check_run, field_name
+from fiftyone_ncl.fo.fields import field_name
+from fiftyone_ncl.fo.runs import Correspondence, check_run
 
 logger = logging.getLogger(__name__)
 

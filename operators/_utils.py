@@ -4,6 +4,7 @@ Operators stay thin: they build a form, read ``ctx.params`` and call the SDK
 (:mod:`fiftyone_ncl`). Everything they can do, Python users can do without
 the App.
 """
+import inspect
 import queue
 import threading
 import time
@@ -11,7 +12,6 @@ import time
 import fiftyone.operators.types as types
 
 import fiftyone_ncl as ncl
-from fiftyone_ncl.fo.pairs import string_fields
 
 LIGHT_ICON = "/operators/assets/icon-light.svg"
 DARK_ICON = "/operators/assets/icon-dark.svg"
@@ -59,7 +59,7 @@ def run_key_input(ctx, inputs, name="run_key", label="Run", description=None):
 def caption_field_input(ctx, inputs, name="caption_field"):
     """An autocomplete of the dataset's text fields; marks the form invalid
     and explains why when there is none."""
-    fields = string_fields(ctx.dataset) if ctx.dataset is not None else []
+    fields = ncl.caption_fields(ctx.dataset) if ctx.dataset is not None else []
     if not fields:
         inputs.view(
             "no_caption_field",
@@ -91,9 +91,10 @@ def caption_field_input(ctx, inputs, name="caption_field"):
     return ctx.params.get(name, default)
 
 
-def new_run_key_input(ctx, inputs, name="run_key", default="ncl", allow_overwrite=True):
-    """A text input for a new run key, invalid when it is not an identifier or
-    already taken (unless overwrite is ticked)."""
+def new_run_key_input(ctx, inputs, name="run_key", default="ncl", allow_overwrite=True, **run):
+    """A text input for a new run key, invalid (with the SDK's own message)
+    when a run cannot be written under it; ``run`` (method, caption_field...)
+    lets the check include the fields the run would write."""
     prop = inputs.str(
         name,
         default=default,
@@ -111,14 +112,21 @@ def new_run_key_input(ctx, inputs, name="run_key", default="ncl", allow_overwrit
             description="Replace an existing run with this key",
             view=types.CheckboxView(),
         )
-        overwrite = ctx.params.get("overwrite", False)
-    if not key or not str(key).isidentifier():
+        overwrite = bool(ctx.params.get("overwrite", False))
+    problem = "no dataset" if ctx.dataset is None else ncl.validate_run_key(ctx.dataset, key, overwrite, **run)
+    if problem:
         prop.invalid = True
-        prop.error_message = "The run key must be a valid Python identifier"
-    elif ctx.dataset is not None and key in ctx.dataset.list_brain_runs() and not overwrite:
-        prop.invalid = True
-        prop.error_message = "A run with key '%s' already exists (tick Overwrite to replace it)" % key
+        prop.error_message = problem
+        return None
     return key
+
+
+def sdk_kwargs(fn, params, extra=()):
+    """The form's values that are arguments of the SDK function ``fn`` (form
+    fields are named after them), plus the names in ``extra``; empty text
+    boxes are left out so the SDK's defaults apply."""
+    names = set(inspect.signature(fn).parameters) | set(extra)
+    return {k: v for k, v in params.items() if k in names and v is not None and v != ""}
 
 
 def with_progress(ctx, fn):

@@ -1,23 +1,28 @@
-"""Compute correspondence: score every image-caption pair of a view."""
-import dataclasses
+"""Compute correspondence: score every image-caption pair of a view.
 
+Every form field is named after an argument of
+:func:`fiftyone_ncl.compute_correspondence` (or an option of the chosen
+method), and ``execute`` forwards them as they are.
+"""
 import fiftyone.core.fields as fof
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 import fiftyone_ncl as ncl
-from fiftyone_ncl.core.methods import get_method_class
 
-from ._utils import caption_field_input, icons, new_run_key_input, with_progress
+from ._utils import caption_field_input, icons, new_run_key_input, sdk_kwargs, with_progress
 
-_SOURCES = {
-    "clip": ("open_clip model", "Embed images and captions with an open_clip model (one joint space)"),
-    "fields": ("Precomputed fields", "Image and caption embeddings already stored as vector fields"),
-    "pixels": (
-        "Pixels + MiniLM",
-        "Raw pixels of small images and all-MiniLM-L6-v2 captions, aligned by trained heads",
-    ),
+_RECIPE_LABELS = {
+    "open_clip": "open_clip model",
+    "fields": "Precomputed fields",
+    "pixels_minilm": "Pixels + MiniLM",
+    "cnn_minilm": "CNN + MiniLM",
+    "open_clip_finetune": "Fine-tune open_clip",
 }
+DEFAULT_RECIPE = "open_clip"
+# parameter names of earlier releases -> today's (operators scripted with params)
+_LEGACY_PARAMS = {"image_field": "image_embeddings", "text_field": "text_embeddings"}
+_LEGACY_SOURCES = {"clip": "open_clip", "fields": "fields", "pixels": "pixels_minilm"}
 
 
 class ComputeCorrespondence(foo.Operator):
@@ -38,9 +43,10 @@ class ComputeCorrespondence(foo.Operator):
 
     def resolve_execution_options(self, ctx):
         # training belongs in a delegated run (no 600 s timeout, progress
-        # persisted); the cosine baseline over given embeddings is quick
-        method = ctx.params.get("method", ncl.correspondence.DEFAULT_METHOD)
-        quick = method in ("cosine", "gmm") and ctx.params.get("source") == "fields"
+        # persisted); a method that does not train over stored fields is quick
+        params = _params(ctx)
+        method = params.get("method", ncl.DEFAULT_METHOD)
+        quick = not ncl.method_capabilities(method)["trains"] and params.get("recipe") == "fields"
         return foo.ExecutionOptions(
             allow_immediate_execution=True,
             allow_delegated_execution=True,
@@ -58,12 +64,11 @@ class ComputeCorrespondence(foo.Operator):
         return types.Property(inputs, view=types.View(label="Compute correspondence"))
 
     def execute(self, ctx):
-        kwargs = _sdk_kwargs(ctx)
+        kwargs = compute_kwargs(_params(ctx))
         target = ctx.target_view()
 
         def run(progress):
-            results = ncl.compute_correspondence(target, progress=progress, **kwargs)
-            return results.summary()
+            return ncl.compute_correspondence(target, progress=progress, **kwargs).summary()
 
         summary = yield from with_progress(ctx, run)
         if not ctx.delegated:
@@ -80,65 +85,84 @@ class ComputeCorrespondence(foo.Operator):
         return foo.execute_operator(self.uri, ctx, request_delegation=delegate)
 
 
+def _params(ctx):
+    """The form's values, with earlier releases' parameter names translated."""
+    params = dict(ctx.params)
+    for old, new in _LEGACY_PARAMS.items():
+        if old in params:
+            params.setdefault(new, params.pop(old))
+    if "source" in params:
+        params.setdefault("recipe", _LEGACY_SOURCES.get(params.pop("source")))
+    return params
+
+
+def compute_kwargs(params):
+    """The form's values as keyword arguments of
+    :func:`fiftyone_ncl.compute_correspondence`: SDK arguments as they are,
+    the chosen method's options decoded from their form widgets."""
+    method = params.get("method", ncl.DEFAULT_METHOD)
+    options = ncl.method_capabilities(method)["options"]
+    kwargs = sdk_kwargs(ncl.compute_correspondence, params, extra=options)
+    for name in set(kwargs) & set(options):
+        kwargs[name] = _parse_option(kwargs[name], options[name])
+    if kwargs.get("model"):  # a trained model keeps its own options
+        kwargs = {k: v for k, v in kwargs.items() if k not in options or k == "device"}
+    return kwargs
+
+
 def _compute_inputs(ctx, inputs):
     """Builds the form; returns whether everything required is valid."""
+    params = _params(ctx)
     inputs.view_target(ctx, action_description="Score")
-    ready = True
-    if caption_field_input(ctx, inputs) is None:
-        ready = False
+    caption_field = caption_field_input(ctx, inputs)
+    ready = caption_field is not None
 
     methods = types.DropdownView()
     for name in ncl.list_methods():
-        doc = (get_method_class(name).__doc__ or "").strip().splitlines()[0]
-        methods.add_choice(name, label=name, description=doc)
+        methods.add_choice(name, label=name, description=ncl.method_capabilities(name)["summary"])
     inputs.enum(
         "method",
         methods.values(),
-        default=ncl.correspondence.DEFAULT_METHOD,
+        default=ncl.DEFAULT_METHOD,
         required=False,
         label="Method",
         description="cosine/gmm are the baselines; crcl and disncl train on this data",
         view=methods,
     )
-    method = ctx.params.get("method", ncl.correspondence.DEFAULT_METHOD)
+    method = params.get("method", ncl.DEFAULT_METHOD)
+    trains = ncl.method_capabilities(method)["trains"]
 
-    sources = types.RadioGroup(orientation="vertical")
-    for key, (label, desc) in _SOURCES.items():
-        sources.add_choice(key, label=label, description=desc)
-    inputs.enum("source", sources.values(), default="clip", required=False, label="Embeddings", view=sources)
-    source = ctx.params.get("source", "clip")
-    if source == "clip":
-        inputs.str("clip_model", default="ViT-B-32", required=False, label="open_clip model")
+    recipes = types.RadioGroup(orientation="vertical")
+    for name, description in ncl.list_recipes().items():
+        if name == "open_clip_finetune" and not trains:
+            continue
+        recipes.add_choice(name, label=_RECIPE_LABELS.get(name, name), description=description.split(": ", 1)[-1])
+    inputs.enum("recipe", recipes.values(), default=DEFAULT_RECIPE, required=False, label="Embeddings", view=recipes)
+    recipe = params.get("recipe", DEFAULT_RECIPE)
+    if recipe in ("open_clip", "open_clip_finetune"):
         inputs.str(
-            "clip_pretrained",
-            default="laion2b_s34b_b79k",
+            "encoder",
+            default="open_clip:ViT-B-32:laion2b_s34b_b79k",
             required=False,
-            label="Pretrained weights",
-            description="A pretrained tag (downloaded once), a local checkpoint path, or 'random'",
+            label="open_clip model",
+            description="open_clip:<model>:<pretrained tag, local checkpoint file, or random>",
         )
-        if get_method_class(method).trains:
-            inputs.bool(
-                "fine_tune",
-                default=False,
-                label="Fine-tune the open_clip model end to end",
-                description="Train the whole model, not only heads over its embeddings (a GPU is recommended)",
-                view=types.CheckboxView(),
-            )
-        if not ctx.params.get("fine_tune"):
-            inputs.str("image_cache_field", label="Cache image embeddings in field", description="Optional; reused by later runs")
-            inputs.str("text_cache_field", label="Cache caption embeddings in field", description="Optional; reused by later runs")
-    elif source == "fields":
-        ready &= _vector_field_input(ctx, inputs, "image_field", "Image embeddings field")
-        ready &= _vector_field_input(ctx, inputs, "text_field", "Caption embeddings field")
-    else:
-        inputs.int("image_size", default=28, min=8, label="Image size", description="Images are resized to this square size")
+    elif recipe in ("pixels_minilm", "cnn_minilm"):
+        inputs.str("image_encoder", default="pixels:28", required=False, label="Image pixels",
+                   description="pixels:<size>[:rgb] (grey by default)")
+    if recipe == "fields":
+        ready &= _vector_field_input(ctx, inputs, "image_embeddings", "Image embeddings field")
+        ready &= _vector_field_input(ctx, inputs, "text_embeddings", "Caption embeddings field")
+    elif recipe in ("open_clip", "pixels_minilm"):
+        inputs.str("image_embeddings", label="Cache image embeddings in field", description="Optional; reused by later runs")
+        inputs.str("text_embeddings", label="Cache caption embeddings in field", description="Optional; reused by later runs")
 
     inputs.str(
         "model",
         label="Trained model (optional)",
         description="A checkpoint saved by an earlier run: score with it instead of training",
     )
-    if not ctx.params.get("model"):
+    if not params.get("model"):
         _method_options(inputs, method)
     inputs.bool(
         "store_embeddings",
@@ -147,7 +171,6 @@ def _compute_inputs(ctx, inputs):
         description="Keep the method's image/caption embeddings as fields, for UMAP maps (DisNCL always stores MII/MEI)",
         view=types.CheckboxView(),
     )
-
     inputs.float(
         "threshold",
         default=0.5,
@@ -156,10 +179,11 @@ def _compute_inputs(ctx, inputs):
         label="Threshold",
         description="Pairs whose confidence is below this are flagged noisy",
     )
-    key = new_run_key_input(ctx, inputs)
-    if not key or (ctx.dataset is not None and key in ctx.dataset.list_brain_runs() and not ctx.params.get("overwrite")):
-        ready = False
-    return ready
+    key = new_run_key_input(
+        ctx, inputs, method=method, caption_field=caption_field,
+        store_embeddings=bool(params.get("store_embeddings", False)),
+    )
+    return ready and key is not None
 
 
 def _vector_field_input(ctx, inputs, name, label):
@@ -175,15 +199,14 @@ def _vector_field_input(ctx, inputs, name, label):
     for f in fields:
         choices.add_choice(f, label=f)
     inputs.enum(name, choices.values(), required=True, label=label, view=choices)
-    return bool(ctx.params.get(name))
+    return bool(_params(ctx).get(name))
 
 
 def _method_options(inputs, method):
-    """Inputs for the method's main knobs, from its config dataclass."""
-    cls = get_method_class(method)
-    defaults = {f.name: f.default for f in dataclasses.fields(cls.config_cls)}
-    for name in getattr(cls, "form_options", ()):
-        default = defaults.get(name)
+    """Inputs for the method's main options, named as the options are."""
+    capabilities = ncl.method_capabilities(method)
+    for name in capabilities["form_options"]:
+        default = capabilities["options"][name]
         label = name.replace("_", " ").capitalize()
         if name == "device":
             choices = types.DropdownView()
@@ -208,53 +231,12 @@ def _method_options(inputs, method):
 
 
 def _parse_option(value, default):
-    if value in ("auto",) and (default is None or isinstance(default, bool)):
+    """A form widget's value as the option's type (yes/no/auto radios,
+    comma-separated lists)."""
+    if value == "auto" and (default is None or isinstance(default, bool)):
         return None
     if isinstance(value, str) and (default is None or isinstance(default, bool)) and value in ("yes", "no"):
         return value == "yes"
     if isinstance(default, (tuple, list)) and isinstance(value, str):
         return tuple(int(v) for v in value.split(",") if v.strip())
     return value
-
-
-def _sdk_kwargs(ctx):
-    """The keyword arguments of :func:`fiftyone_ncl.compute_correspondence`."""
-    p = ctx.params
-    method = p.get("method", ncl.correspondence.DEFAULT_METHOD)
-    kwargs = {
-        "caption_field": p.get("caption_field", "caption"),
-        "method": method,
-        "run_key": p.get("run_key", "ncl"),
-        "threshold": float(p.get("threshold", 0.5)),
-        "overwrite": bool(p.get("overwrite", False)),
-        "store_embeddings": bool(p.get("store_embeddings", False)),
-    }
-    source = p.get("source", "clip")
-    if source == "clip" and p.get("fine_tune") and get_method_class(method).trains and not p.get("model"):
-        pretrained = p.get("clip_pretrained") or "laion2b_s34b_b79k"
-        kwargs["towers"] = "open_clip"
-        kwargs["clip_model"] = p.get("clip_model") or "ViT-B-32"
-        kwargs["clip_pretrained"] = None if pretrained == "random" else pretrained
-    elif source == "clip":
-        pretrained = p.get("clip_pretrained") or "laion2b_s34b_b79k"
-        kwargs["encoder"] = "open_clip:%s:%s" % (p.get("clip_model") or "ViT-B-32", pretrained)
-        if p.get("image_cache_field"):
-            kwargs["image_embeddings"] = p["image_cache_field"]
-        if p.get("text_cache_field"):
-            kwargs["text_embeddings"] = p["text_cache_field"]
-    elif source == "fields":
-        kwargs["image_embeddings"] = p.get("image_field")
-        kwargs["text_embeddings"] = p.get("text_field")
-    else:
-        kwargs["image_encoder"] = "pixels:%d" % int(p.get("image_size", 28))
-        kwargs["image_size"] = int(p.get("image_size", 28))
-        kwargs["text_encoder"] = "sentence-transformers"
-    if p.get("model"):
-        kwargs["model"] = p["model"]
-        return kwargs
-    cls = get_method_class(method)
-    defaults = {f.name: f.default for f in dataclasses.fields(cls.config_cls)}
-    for name in getattr(cls, "form_options", ()):
-        if name in p and p[name] is not None:
-            kwargs[name] = _parse_option(p[name], defaults.get(name))
-    return kwargs

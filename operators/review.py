@@ -3,7 +3,6 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 import fiftyone_ncl as ncl
-from fiftyone_ncl.review import DEFAULT_TAG
 
 from ._utils import caption_field_input, icons, run_key_input
 
@@ -35,7 +34,7 @@ class TagMismatches(foo.Operator):
                              description="Tag samples whose confidence is below this")
             else:
                 inputs.int("top_k", default=100, min=1, required=False, label="k")
-            inputs.str("tag", default=DEFAULT_TAG, required=False, label="Tag")
+            inputs.str("tag", default=ncl.DEFAULT_TAG, required=False, label="Tag")
         return types.Property(inputs, view=types.View(label="Tag suspected mismatches"))
 
     def execute(self, ctx):
@@ -43,7 +42,7 @@ class TagMismatches(foo.Operator):
         top_k = p.get("top_k") if p.get("mode") == "top_k" else None
         threshold = None if top_k is not None else p.get("threshold")
         n = ncl.tag_mismatches(
-            ctx.target_view(), p["run_key"], threshold=threshold, top_k=top_k, tag=p.get("tag", DEFAULT_TAG)
+            ctx.target_view(), p["run_key"], threshold=threshold, top_k=top_k, tag=p.get("tag", ncl.DEFAULT_TAG)
         )
         ctx.trigger("reload_dataset")
         return {"tagged": n}
@@ -69,11 +68,11 @@ class UntagMismatches(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         inputs.view_target(ctx, action_description="Untag")
-        inputs.str("tag", default=DEFAULT_TAG, required=False, label="Tag")
+        inputs.str("tag", default=ncl.DEFAULT_TAG, required=False, label="Tag")
         return types.Property(inputs, view=types.View(label="Untag suspected mismatches"))
 
     def execute(self, ctx):
-        n = ncl.untag_mismatches(ctx.target_view(), tag=ctx.params.get("tag", DEFAULT_TAG))
+        n = ncl.untag_mismatches(ctx.target_view(), tag=ctx.params.get("tag", ncl.DEFAULT_TAG))
         ctx.trigger("reload_dataset")
         return {"untagged": n}
 

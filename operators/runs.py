@@ -77,13 +77,10 @@ class RenameCorrespondenceRun(foo.Operator):
         if key is not None:
             prop = inputs.str("new_run_key", required=True, label="New run key")
             new = ctx.params.get("new_run_key")
-            if new is not None:
-                if not str(new).isidentifier():
-                    prop.invalid = True
-                    prop.error_message = "The run key must be a valid Python identifier"
-                elif new in ctx.dataset.list_brain_runs():
-                    prop.invalid = True
-                    prop.error_message = "A run with key '%s' already exists" % new
+            problem = None if new is None else ncl.validate_run_key(ctx.dataset, new)
+            if problem:
+                prop.invalid = True
+                prop.error_message = problem
         return types.Property(inputs, view=types.View(label="Rename correspondence run"))
 
     def execute(self, ctx):

@@ -3,7 +3,6 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 import fiftyone_ncl as ncl
-from fiftyone_ncl.fo.runs import field_name
 
 from ._utils import icons, run_key_input, with_progress
 
@@ -68,13 +67,13 @@ class VisualizeSubspaces(foo.Operator):
                 "Embeddings",
                 layout="horizontal",
                 is_active=True,
-                state={"openKey": keys[space], "colorField": field_name(key, "confidence")},
+                state={"openKey": keys[space], "colorField": ncl.field_name(key, "confidence")},
             )
             # the App 1.22 panel opens on its list of maps whatever the state
             # says (checked in tests/browser): tell the user what to pick
             yield ctx.ops.notify(
                 "Map '%s' is ready: open it in the Embeddings panel and colour by '%s'"
-                % (keys[space], field_name(key, "confidence")),
+                % (keys[space], ncl.field_name(key, "confidence")),
                 variant="success",
             )
 

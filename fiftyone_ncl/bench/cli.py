@@ -1,19 +1,19 @@
-"""``fiftyone-ncl bench``: the detection/retrieval grid and the speed benchmark.
+"""``fiftyone-ncl bench``: the benchmark commands.
 
-    fiftyone-ncl bench --profile quick          # < 10 min on 2 cores
-    fiftyone-ncl bench --profile report         # the README tables (~1 h, run in parts)
-    fiftyone-ncl bench --profile full           # the full-size grid (many hours on a CPU)
-    fiftyone-ncl bench speed --sizes 100000 1000000
+    fiftyone-ncl bench grid --profile quick     # < 10 min on 2 cores (``bench --profile ...`` too)
+    fiftyone-ncl bench grid --profile report    # the README tables (~1 h, run in parts)
+    fiftyone-ncl bench grid --profile full      # the full-size grid (many hours on a CPU)
     fiftyone-ncl bench merge DIR DIR ... --out DIR   # a grid run in parts
+    fiftyone-ncl bench speed --sizes 100000 1000000
+    fiftyone-ncl bench synthetic --n-images 3000     # disentanglement diagnostic
 
-Results go to ``bench-results/<profile>/`` (results.json, results.md,
-figures.html, noise masks).
+Grid results go to ``bench-results/<profile>/`` (results.json, results.md,
+figures.html, noise masks, per-pair scores).
 """
 import argparse
-import logging
+import json
 import os
 import shlex
-import sys
 import time
 
 # Per-profile data sizes, noise grid and method budgets. Methods not named
@@ -157,7 +157,8 @@ def parse_setting(text):
 
 def _check_settings(expanded):
     from fiftyone_ncl.bench.runner import ORACLE
-    from fiftyone_ncl.core.methods import get_method_class, make_config
+    from fiftyone_ncl.core.methods.base import make_config
+    from fiftyone_ncl.core.registry import get_method_class
 
     for method, options in expanded.items():
         cls = get_method_class("cosine" if method == ORACLE else method)
@@ -167,7 +168,7 @@ def _check_settings(expanded):
 def _expand(settings, methods):
     """Applies the ``"*"`` entry to every method (and the oracle)."""
     from fiftyone_ncl.bench.runner import ORACLE
-    from fiftyone_ncl.core.methods import list_methods
+    from fiftyone_ncl.core.registry import list_methods
 
     common = settings.get("*", {})
     out = {}
@@ -177,47 +178,75 @@ def _expand(settings, methods):
     return out
 
 
-def merge_main(argv):
+def merge_main(args):
     """``fiftyone-ncl bench merge PART [PART ...] --out DIR``."""
     from fiftyone_ncl.bench.report import merge_results
 
-    parser = argparse.ArgumentParser(prog="fiftyone-ncl bench merge",
-                                     description="Merges grid results run in parts into one table.")
-    parser.add_argument("parts", nargs="+", help="output directories (or results.json files) of grid runs")
-    parser.add_argument("--out", required=True, help="where to write the merged results")
-    args = parser.parse_args(argv)
     print(merge_results(args.parts, args.out))
     print("\nWrote %s/results.json, results.md, figures.html" % args.out)
     return 0
 
 
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING)
-    if argv and argv[0] == "speed":
-        from fiftyone_ncl.bench.speed import main as speed_main
+def synthetic_main(args):
+    """``fiftyone-ncl bench synthetic``: the disentanglement diagnostic."""
+    from fiftyone_ncl.bench.disentanglement import format_report, run_synthetic_benchmark
 
-        return speed_main(argv[1:])
-    if argv and argv[0] == "merge":
-        return merge_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="fiftyone-ncl bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument("--problems", nargs="*", help="subset of the profile's data sets")
-    parser.add_argument("--kinds", nargs="*", help="noise kinds: random category noun")
-    parser.add_argument("--rates", nargs="*", type=float, help="noise rates, e.g. 0.2 0.4")
-    seeds = parser.add_mutually_exclusive_group()
+    result = run_synthetic_benchmark(
+        exclusive_stds=args.exclusive_stds,
+        n_images=args.n_images,
+        noise_rate=args.noise_rate,
+        seed=args.seed,
+        methods=args.methods,
+        train=dict(epochs=args.epochs, hidden_dim=args.hidden_dim, embed_dim=args.embed_dim),
+        disncl=args.disncl,
+    )
+    print(format_report(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, default=float)
+    return 0
+
+
+def add_bench_commands(bench):
+    """The ``grid``, ``merge``, ``speed`` and ``synthetic`` subcommands of
+    ``fiftyone-ncl bench`` (an argparse sub-parsers object)."""
+    from fiftyone_ncl.bench import speed
+
+    p = bench.add_parser("grid", help="detection/retrieval grid (profiles quick, report, full)",
+                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    p.add_argument("--problems", nargs="*", help="subset of the profile's data sets")
+    p.add_argument("--kinds", nargs="*", help="noise kinds: random category noun")
+    p.add_argument("--rates", nargs="*", type=float, help="noise rates, e.g. 0.2 0.4")
+    seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, help="number of seeds (0, 1, ..., N - 1)")
     seeds.add_argument("--seed-list", type=int, nargs="+", metavar="SEED",
                        help="these seeds only, e.g. --seed-list 1 2 (a grid split by seed, merged later)")
-    parser.add_argument("--methods", nargs="*", help="methods (default: all registered + oracle)")
-    parser.add_argument("--set", nargs="*", type=parse_setting, metavar="METHOD.OPTION=VALUE",
-                        help="override a method option of the profile, e.g. cosine.epochs=12 or *.batch_size=256")
-    parser.add_argument("--out", help="output directory (default bench-results/<profile>)")
-    args = parser.parse_args(argv)
-    args.argv = argv
-    return grid_main(args)
+    p.add_argument("--methods", nargs="*", help="methods (default: all registered + oracle)")
+    p.add_argument("--set", nargs="*", type=parse_setting, metavar="METHOD.OPTION=VALUE",
+                   help="override a method option of the profile, e.g. cosine.epochs=12 or *.batch_size=256")
+    p.add_argument("--out", help="output directory (default bench-results/<profile>)")
+    p.set_defaults(func=lambda args, parser: grid_main(args))
 
+    p = bench.add_parser("merge", help="merge a grid run in parts into one table")
+    p.add_argument("parts", nargs="+", help="output directories (or results.json files) of grid runs")
+    p.add_argument("--out", required=True, help="where to write the merged results")
+    p.set_defaults(func=lambda args, parser: merge_main(args))
 
-if __name__ == "__main__":
-    sys.exit(main())
+    p = bench.add_parser("speed", help="scoring time and memory against a bare set_values; epoch times",
+                         description=speed.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    speed.add_arguments(p)
+    p.set_defaults(func=speed.run)
+
+    p = bench.add_parser("synthetic", help="disentanglement diagnostic on the synthetic factor problems")
+    p.add_argument("--n-images", type=int, default=3000)
+    p.add_argument("--noise-rate", type=float, default=0.4)
+    p.add_argument("--exclusive-stds", type=float, nargs="+", default=[1.0, 3.0])
+    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--hidden-dim", type=int, default=512)
+    p.add_argument("--embed-dim", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", nargs="+", default=None)
+    p.add_argument("--disncl", type=json.loads, default=None, help="JSON dict of DisNCL options")
+    p.add_argument("--json", default=None, help="also write the full result here")
+    p.set_defaults(func=lambda args, parser: synthetic_main(args))

@@ -11,15 +11,16 @@
   ``../shared/data/coco-mini`` when present; category-aware swaps by shared
   COCO category and noun replacement; pixels + MiniLM, instance-level truth.
 """
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fiftyone_ncl.bench import fmnist
 from fiftyone_ncl.core.data import PairData
+from fiftyone_ncl.datasets import fmnist
+from fiftyone_ncl.datasets.coco_mini import load_coco_mini
+from fiftyone_ncl.datasets.synthetic import make_synthetic
+from fiftyone_ncl.encoders import PixelEncoder, SentenceTransformerEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ class Problem:
 
 
 def _minilm():
-    from fiftyone_ncl.encoders import SentenceTransformerEncoder
-
     return SentenceTransformerEncoder()
 
 
@@ -89,7 +88,7 @@ def fmnist_captions(n_train=60000, n_test=10000, seed=0, exclusive="instance", c
         settings (None): per-method overrides
 
     Returns:
-        a :class:`Problem` with uint8 pixel images (towers="cnn")
+        a :class:`Problem` with uint8 pixel images (a CNN trains end to end on them)
     """
     encoder = _minilm()
 
@@ -108,7 +107,7 @@ def fmnist_captions(n_train=60000, n_test=10000, seed=0, exclusive="instance", c
             for i in np.flatnonzero(cluttered):
                 r, c = rng.integers(0, 24, size=2)
                 images[i, r : r + 4, c : c + 4] = 255
-        captions = make_fmnist_captions(labels, split_seed, exclusive)
+        captions = fmnist.make_fmnist_captions(labels, split_seed, exclusive)
         texts = encoder.embed_texts(captions, progress=False)
         data = PairData(images[:, None], texts, np.arange(len(labels)))
         return data, labels, captions
@@ -123,26 +122,10 @@ def fmnist_captions(n_train=60000, n_test=10000, seed=0, exclusive="instance", c
         groups=fmnist.CONFUSION_GROUPS,
         test=test,
         test_classes=(test_labels, test_labels),
-        settings={"*": {"towers": "cnn"}, **(settings or {})},
+        settings=dict(settings or {}),
         captions=captions,
         meta={"n_train": len(train_labels), "n_test": len(test_labels), "exclusive": exclusive, "clutter": clutter},
     )
-
-
-def make_fmnist_captions(labels, seed, exclusive="instance"):
-    """Captions per :func:`fmnist_captions`'s ``exclusive`` setting."""
-    if exclusive == "class":
-        return fmnist.make_captions(labels, seed=seed)
-    rng = np.random.default_rng(seed)
-    base = fmnist.make_captions(labels, seed=seed, exclusive_fraction=0.0)
-    if exclusive == "none":
-        return base
-    if exclusive != "instance":
-        raise ValueError("exclusive must be 'instance', 'class' or 'none', got %r" % exclusive)
-    phrases = fmnist.EXCLUSIVE_PHRASES + fmnist.MORE_PHRASES
-    extra = rng.random(len(labels)) < 0.5
-    pick = rng.integers(len(phrases), size=len(labels))
-    return [c + ", " + phrases[p] if x else c for c, x, p in zip(base, extra, pick)]
 
 
 def synthetic(level="high", n_pairs=4000, seed=0, settings=None):
@@ -153,10 +136,8 @@ def synthetic(level="high", n_pairs=4000, seed=0, settings=None):
     The embeddings are small (96-d), so every method works in a 32-d space
     with 512-wide heads, as in the synthetic benchmark of the DisNCL issue.
     """
-    from fiftyone_ncl.bench import synthetic as syn
-
     exclusive_std = {"high": 3.0, "low": 1.0}[level]
-    data, _ = syn.make_synthetic(n_images=n_pairs, exclusive_std=exclusive_std, noise_rate=0.0, seed=seed)
+    data, _ = make_synthetic(n_images=n_pairs, exclusive_std=exclusive_std, noise_rate=0.0, seed=seed)
     defaults = {"*": {"embed_dim": 32, "hidden_dim": 512}}
     for method, opts in (settings or {}).items():
         defaults[method] = dict(defaults.get(method, {}), **opts)
@@ -166,13 +147,6 @@ def synthetic(level="high", n_pairs=4000, seed=0, settings=None):
         settings=defaults,
         meta={"n_pairs": n_pairs, "exclusive_std": exclusive_std},
     )
-
-
-def coco_mini_root():
-    """``../shared/data/coco-mini`` beside the repository, if present."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "data", "coco-mini"))
-    return root if os.path.isfile(os.path.join(root, "pairs.jsonl")) else None
 
 
 def coco_mini(root=None, image_size=32, settings=None):
@@ -185,24 +159,18 @@ def coco_mini(root=None, image_size=32, settings=None):
     Raises:
         FileNotFoundError: if the data is not there
     """
-    from fiftyone_ncl.encoders import PixelEncoder
-
-    root = root or coco_mini_root()
-    if root is None:
-        raise FileNotFoundError("coco-mini not found beside the repository (../shared/data/coco-mini)")
-    with open(os.path.join(root, "pairs.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    paths = [os.path.join(root, r["file"]) for r in rows]
+    rows = load_coco_mini(root)
+    paths = [r.filepath for r in rows]
     captions, image_index, categories = [], [], []
     for i, r in enumerate(rows):
-        for c in r["captions"]:
-            captions.append(" ".join(c.split()))
+        for c in r.captions:
+            captions.append(c)
             image_index.append(i)
-            categories.append(list(r["categories"]))
+            categories.append(list(r.categories))
     encoder = _minilm()
     images = PixelEncoder(image_size, grayscale=False).embed_images(paths, progress=False)
     texts = encoder.embed_texts(captions, progress=False)
-    vocabulary = sorted({c for r in rows for c in r["categories"]})
+    vocabulary = sorted({c for r in rows for c in r.categories})
     return Problem(
         name="coco-mini",
         data=PairData(images, texts, np.asarray(image_index)),
@@ -211,5 +179,5 @@ def coco_mini(root=None, image_size=32, settings=None):
         captions=captions,
         vocabulary=vocabulary,
         embed_text=lambda caps: encoder.embed_texts(caps, progress=False),
-        meta={"images": len(rows), "captions": len(captions), "root": root},
+        meta={"images": len(rows), "captions": len(captions)},
     )

@@ -10,13 +10,13 @@ retrieval on the clean test split when the data set has one, and wall time.
 import logging
 import os
 import time
+from typing import NamedTuple
 
 import numpy as np
 
-from fiftyone_ncl.core.data import PairData
-from fiftyone_ncl.core.methods import build_method, list_methods
 from fiftyone_ncl.core.metrics import detection_metrics, retrieval_metrics
 from fiftyone_ncl.core.noise import inject_category, inject_nouns, inject_random
+from fiftyone_ncl.core.registry import build_method, list_methods
 from fiftyone_ncl.core.suggestions import suggest_captions
 
 logger = logging.getLogger(__name__)
@@ -52,12 +52,10 @@ def make_noisy(problem, kind, rate, seed):
         edited = np.flatnonzero(noisy)
         if len(edited):
             texts[edited] = problem.embed_text([captions[i] for i in edited])
-        data = PairData(clean.images, texts, image_index, clean.joint_space)
-        return data, noisy, None
+        return clean.replace(texts=texts), noisy, None
     else:
         raise ValueError("unknown noise kind %r; expected random, category or noun" % kind)
-    data = PairData(clean.images, clean.texts[noise.source], image_index, clean.joint_space)
-    return data, noise.noisy, noise.source
+    return clean.replace(texts=clean.texts[noise.source]), noise.noisy, noise.source
 
 
 def correction_accuracy(problem, scores, noisy, source, threshold=0.5):
@@ -89,12 +87,15 @@ def _retrieval(problem, method):
     )
 
 
-def run_one(problem, data, noisy, source, method_name, seed, settings=None, threshold=0.5, reuse=None):
-    """Fits and scores one method on noisy data; returns ``(row, scores, method)``.
+def run_one(problem, data, noisy, source, method_name, seed, settings=None, threshold=0.5, reuse=None, label=None):
+    """Fits and scores one method on noisy data through its public API;
+    returns ``(row, scores, method)``.
 
-    ``reuse`` may hold a fitted method with the same network and options
-    (``gmm`` after ``cosine``: they share their heads and differ only in the
-    calibration); its fit time is counted as this method's.
+    ``method_name`` ``"oracle"`` is the plain InfoNCE baseline trained on the
+    clean pairs only. ``reuse`` may hold a fitted method whose training this
+    one shares (``gmm`` after ``cosine``: the same heads, another
+    calibration; see ``adopt_fit``); its fit time is counted as this
+    method's. ``label`` names the row (default the method).
     """
     settings = dict(settings or {})
     t0 = time.time()
@@ -102,21 +103,26 @@ def run_one(problem, data, noisy, source, method_name, seed, settings=None, thre
         method = build_method("cosine", train_heads=True, seed=seed, **settings)
         method.fit(data.subset(np.flatnonzero(~noisy)), progress=False)
     elif reuse is not None:
-        method = build_method(method_name, seed=seed, **settings)
-        method.model, method._spec, method.history = reuse.model, reuse._spec, reuse.history
-        method.fitted = True
+        method = build_method(method_name, seed=seed, **settings).adopt_fit(reuse.method)
         t0 -= reuse.fit_seconds
     else:
         method = build_method(method_name, seed=seed, **settings)
         method.fit(data, progress=False)
-    method.fit_seconds = time.time() - t0
+    fit_seconds = time.time() - t0
     scores = method.score(data, progress=False)
     seconds = time.time() - t0
-    row = {"method": method_name, "seconds": seconds}
+    row = {"method": label or method_name, "seconds": seconds}
     row.update(detection_metrics(noisy, scores.confidence, threshold=threshold))
     row["correction_accuracy"] = correction_accuracy(problem, scores, noisy, source, threshold)
     row.update(_retrieval(problem, method))
-    return row, scores, method
+    return row, scores, Fitted(method, fit_seconds)
+
+
+class Fitted(NamedTuple):
+    """A fitted method and how long its fit took (for reuse)."""
+
+    method: object
+    fit_seconds: float
 
 
 def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings=None, log=print):
@@ -168,6 +174,7 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
                             continue
                         opts = problem.method_settings("cosine" if method == ORACLE else method)
                         opts.update((settings or {}).get(method, {}))
+                        # gmm trains the very heads cosine trained: adopt them
                         reuse = fitted.get(("cosine", repr(sorted(opts.items())))) if method == "gmm" else None
                         row, scores, fit = run_one(problem, data, noisy, source, method, seed, opts, reuse=reuse)
                         fitted[(method, repr(sorted(opts.items())))] = fit

@@ -136,7 +136,7 @@ def epoch(spec, n, seed=0):
     import torch
 
     from fiftyone_ncl.core.data import PairData
-    from fiftyone_ncl.core.methods import build_method
+    from fiftyone_ncl.core.registry import build_method
     from fiftyone_ncl.core.training import adam
 
     rng = np.random.default_rng(seed)
@@ -156,14 +156,13 @@ def epoch(spec, n, seed=0):
 
 def _child(task, *args):
     """Runs one measurement in a fresh interpreter; returns its JSON."""
-    cmd = [sys.executable, "-m", "fiftyone_ncl.bench.speed", "--child", task] + [str(a) for a in args]
+    cmd = [sys.executable, "-m", "fiftyone_ncl.cli", "bench", "speed", "--child", task] + [str(a) for a in args]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fiftyone-ncl bench speed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser):
+    """The options of ``fiftyone-ncl bench speed``."""
     parser.add_argument("--sizes", nargs="*", type=int, default=[100_000, 1_000_000])
     parser.add_argument("--methods", nargs="*", default=["gmm"], help="scoring methods to time")
     parser.add_argument("--epoch-pairs", type=int, default=100_000)
@@ -171,7 +170,10 @@ def main(argv=None):
                         help="methods to time an epoch of; METHOD:key=value,... times a variant")
     parser.add_argument("--out", default=os.path.join("bench-results", "speed"))
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+
+
+def run(args, parser):
+    """``fiftyone-ncl bench speed``."""
     for spec in args.epoch_methods:
         try:
             parse_epoch_method(spec)
@@ -188,7 +190,7 @@ def main(argv=None):
     from fiftyone_ncl.bench.report import machine
 
     os.makedirs(args.out, exist_ok=True)
-    command = "fiftyone-ncl bench speed " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "fiftyone-ncl bench speed " + " ".join(args.argv)
     results = {"command": command, "machine": machine(), "scoring": [], "epochs": []}
     for n in args.sizes:
         built = _child("build", n)
@@ -218,7 +220,3 @@ def main(argv=None):
     with open(os.path.join(args.out, "speed.json"), "w") as f:
         json.dump(results, f, indent=1)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

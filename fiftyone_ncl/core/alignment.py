@@ -39,14 +39,13 @@ class DeviceInputs:
 
 
 @torch.no_grad()
-def encode_all(model, inputs, config, image_fn=None, text_fn=None):
+def encode_all(model, inputs, config):
     """Eval-mode embeddings of every image and caption.
 
     Args:
         model: a module with ``encode_image`` / ``encode_text``
         inputs: a :class:`DeviceInputs`
         config: a :class:`~fiftyone_ncl.core.training.TrainConfig`
-        image_fn, text_fn (None): alternative encoding functions
 
     Returns:
         ``(image_embeddings (N, d), text_embeddings (P, d))`` float32 numpy
@@ -55,8 +54,8 @@ def encode_all(model, inputs, config, image_fn=None, text_fn=None):
     model.eval()
     dtype = amp_dtype(inputs.device, config.amp)
     bs = config.eval_batch_size
-    img = embed_rows(image_fn or model.encode_image, inputs.images, bs, inputs.device, dtype)
-    txt = embed_rows(text_fn or model.encode_text, inputs.texts, bs, inputs.device, dtype)
+    img = embed_rows(model.encode_image, inputs.images, bs, inputs.device, dtype)
+    txt = embed_rows(model.encode_text, inputs.texts, bs, inputs.device, dtype)
     model.train(was_training)
     return img, txt
 

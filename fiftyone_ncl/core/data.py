@@ -9,20 +9,34 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+TOWERS = ("frozen", "cnn", "open_clip")
+
 
 @dataclass
 class PairData:
     """Inputs of a pair-scoring problem.
 
+    The inputs say how a method trains (its *towers*, the trainable parts
+    under the heads): float embeddings (N, D) train heads over frozen
+    embeddings (``"frozen"``); uint8 pixels (N, C, H, W) train a small CNN
+    end to end (``"cnn"``); lazily loaded images with caption token ids
+    fine-tune an open_clip model end to end (``"open_clip"``, with
+    ``backbone`` naming the model and its starting weights).
+
     Attributes:
-        images: (N, ...) image inputs: float embeddings (N, D), or uint8 pixels
-            (N, C, H, W) for trainable image towers
-        texts: (P, D) float caption embeddings
+        images: (N, ...) image inputs: float embeddings (N, D), uint8 pixels
+            (N, C, H, W), or a lazy image source (anything with ``load(rows)``
+            returning a (B, C, H, W) float tensor, ``shape`` and ``len``)
+        texts: (P, D) float caption embeddings, or (P, L) int token ids
         image_index: (P,) int image row of each caption
         joint_space: whether ``images`` and ``texts`` are already embeddings in
             one shared space (e.g. both from the same CLIP model), so that
             their cosine is meaningful without training
         meta: free-form description of where the inputs came from
+        towers (None): ``"frozen"``, ``"cnn"`` or ``"open_clip"``; None
+            infers it from the inputs
+        backbone (None): for ``"open_clip"``, ``{"model": name, "state":
+            state dict of the starting weights or None (random)}``
     """
 
     images: np.ndarray
@@ -30,8 +44,16 @@ class PairData:
     image_index: np.ndarray
     joint_space: bool = False
     meta: dict = field(default_factory=dict)
+    towers: str = None
+    backbone: dict = None
 
     def __post_init__(self):
+        if self.towers is None:
+            self.towers = infer_towers(self.images)
+        if self.towers not in TOWERS:
+            raise ValueError("unknown towers %r; expected one of %s" % (self.towers, ", ".join(TOWERS)))
+        if self.towers == "open_clip" and not (self.backbone or {}).get("model"):
+            raise ValueError("open_clip inputs need backbone={'model': <open_clip model name>, 'state': ...}")
         self.image_index = np.asarray(self.image_index, dtype=np.int64)
         if self.image_index.ndim != 1:
             raise ValueError("image_index must be 1-D, got shape %s" % (self.image_index.shape,))
@@ -66,29 +88,57 @@ class PairData:
         return int(self.texts.shape[1])
 
     def spec(self):
-        """Input shapes (without the row count): what a checkpoint needs to
-        rebuild networks for this data."""
-        return {"images": list(self.images.shape[1:]), "texts": list(self.texts.shape[1:])}
+        """Input shapes (without the row count) and towers: what a checkpoint
+        needs to rebuild networks for this data."""
+        out = {"images": list(self.images.shape[1:]), "texts": list(self.texts.shape[1:]), "towers": self.towers}
+        if self.backbone:
+            out["clip_model"] = self.backbone["model"]
+        return out
 
     @classmethod
     def from_spec(cls, spec):
-        """A one-pair stand-in with the shapes of :meth:`spec`."""
+        """A one-pair stand-in with the shapes and towers of :meth:`spec`
+        (open_clip backbones with random weights: a checkpoint overwrites them)."""
+        towers = spec.get("towers") or infer_towers(np.zeros([1] + list(spec["images"])))
+        image_dtype = np.uint8 if towers == "cnn" else np.float32
         return cls(
-            images=np.zeros([1] + list(spec["images"]), dtype=np.float32),
-            texts=np.zeros([1] + list(spec["texts"]), dtype=np.float32),
+            images=np.zeros([1] + list(spec["images"]), dtype=image_dtype),
+            texts=np.zeros([1] + list(spec["texts"]), dtype=np.int64 if towers == "open_clip" else np.float32),
             image_index=np.zeros(1, dtype=np.int64),
+            towers=towers,
+            backbone={"model": spec["clip_model"], "state": None} if towers == "open_clip" else None,
         )
 
     def subset(self, pair_indices):
         """The same images with only the given captions (e.g. clean pairs only)."""
         pair_indices = np.asarray(pair_indices, dtype=np.int64)
-        return PairData(
+        return self.replace(texts=self.texts[pair_indices], image_index=self.image_index[pair_indices])
+
+    def replace(self, **changes):
+        """A copy with some attributes replaced (e.g. the captions after
+        injecting noise); the rest is shared, not copied."""
+        kwargs = dict(
             images=self.images,
-            texts=self.texts[pair_indices],
-            image_index=self.image_index[pair_indices],
+            texts=self.texts,
+            image_index=self.image_index,
             joint_space=self.joint_space,
             meta=dict(self.meta),
+            towers=self.towers,
+            backbone=self.backbone,
         )
+        kwargs.update(changes)
+        return PairData(**kwargs)
+
+
+def infer_towers(images):
+    """The towers a method trains for these image inputs (see :class:`PairData`)."""
+    if hasattr(images, "load"):
+        return "open_clip"
+    if images.ndim == 4:
+        return "cnn"
+    if images.ndim == 2:
+        return "frozen"
+    raise ValueError("image inputs must be (N, D) embeddings or (N, C, H, W) pixels, got shape %s" % (images.shape,))
 
 
 @dataclass

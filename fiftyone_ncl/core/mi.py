@@ -1,6 +1,6 @@
 """Mutual-information pieces used by DisNCL.
 
-* :func:`grad_reverse` / :class:`GradientReversal`: identity forward, gradient
+* :func:`grad_reverse`: identity forward, gradient
   multiplied by ``-coef`` backward (Ganin & Lempitsky's gradient reversal),
   for the adversarial cross-modal term.
 * :class:`CLUB`: the contrastive log-ratio upper bound of Cheng et al. (ICML
@@ -47,17 +47,6 @@ class _GradReverse(torch.autograd.Function):
 def grad_reverse(x, coef=1.0):
     """Identity in the forward pass; the gradient is multiplied by ``-coef``."""
     return _GradReverse.apply(x, coef)
-
-
-class GradientReversal(nn.Module):
-    """Module form of :func:`grad_reverse` with a settable ``coef``."""
-
-    def __init__(self, coef=1.0):
-        super().__init__()
-        self.coef = float(coef)
-
-    def forward(self, x):
-        return grad_reverse(x, self.coef)
 
 
 def mlp(in_dim, hidden_dim, out_dim, norm=True):

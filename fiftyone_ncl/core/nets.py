@@ -1,4 +1,4 @@
-"""Towers and heads: the trainable parts of every method.
+"""Heads and the dual encoder: the trainable parts every method shares.
 
 Heads map tower features into the joint space; the towers themselves (frozen
 identity, a small CNN, or an open_clip model) come from
@@ -6,6 +6,8 @@ identity, a small CNN, or an open_clip model) come from
 """
 import torch.nn.functional as F
 from torch import nn
+
+from fiftyone_ncl.core.towers import build_towers
 
 
 class ProjectionHead(nn.Module):
@@ -31,30 +33,6 @@ class ProjectionHead(nn.Module):
         return F.normalize(z, dim=-1) if self.normalize else z
 
 
-class SmallCNN(nn.Module):
-    """Two conv blocks (32 and 64 channels) and a linear layer: a tower for
-    small images such as Fashion-MNIST, trained end to end."""
-
-    def __init__(self, in_channels, image_size, out_dim=128):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1),
-            nn.BatchNorm2d(32),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.BatchNorm2d(64),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        )
-        side = image_size // 4
-        self.fc = nn.Linear(64 * side * side, out_dim)
-        self.out_dim = out_dim
-
-    def forward(self, x):
-        return F.relu(self.fc(self.features(x).flatten(1)))
-
-
 class DualEncoder(nn.Module):
     """Image and caption towers + heads mapping both sides into one space.
 
@@ -77,10 +55,8 @@ class DualEncoder(nn.Module):
         return self.text_head(self.text_tower(x))
 
 
-def build_dual_encoder(config, data, pretrained=True):
+def build_dual_encoder(config, data):
     """A :class:`DualEncoder` sized for ``data`` under ``config`` (towers
     from :func:`fiftyone_ncl.core.towers.build_towers`)."""
-    from fiftyone_ncl.core.towers import build_towers
-
-    image_tower, image_dim, text_tower, text_dim, backbone = build_towers(config, data, pretrained=pretrained)
+    image_tower, image_dim, text_tower, text_dim, backbone = build_towers(data)
     return DualEncoder(image_tower, image_dim, text_dim, config.embed_dim, config.hidden_dim, text_tower, backbone)

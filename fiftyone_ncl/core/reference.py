@@ -14,6 +14,8 @@ and the per-pair loss the mean of -(log p_i2t + log p_t2i)/2.
 """
 import numpy as np
 
+from fiftyone_ncl.core.calibration import clean_probability
+
 
 def reference_negatives(n_pairs, n_negatives, n_sets, seed=0):
     """(n_sets, n_negatives) seeded pair rows used as negatives."""
@@ -78,3 +80,22 @@ def _log_prob_first(pos, neg, exclude, tau):
     top = logits.max(axis=1, keepdims=True)
     lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
     return logits[:, 0] - lse
+
+
+def reference_confidence(image_embeddings, text_embeddings, image_index, tau, batch_size, n_sets=4, seed=0):
+    """Clean probability of every pair: a two-component mixture on its loss
+    against the fixed reference negatives (``batch_size - 1`` per set, fewer
+    on tiny collections), as CRCL and DisNCL score.
+
+    Returns:
+        ``(confidence, loss, probability, fit)``: the (P,) clean posterior,
+        the (P,) reference loss and matching probability, and the
+        :class:`~fiftyone_ncl.core.calibration.MixtureFit` (None when the
+        losses are constant)
+    """
+    n_neg = max(1, min(int(batch_size) - 1, len(image_index) - 1))
+    probability, loss = reference_scores(
+        image_embeddings, text_embeddings, image_index, tau, n_negatives=n_neg, n_sets=n_sets, seed=seed
+    )
+    confidence, fit = clean_probability(loss, higher_is_clean=False, seed=seed)
+    return confidence, loss, probability, fit

@@ -1,59 +1,46 @@
 """Towers under the heads: what turns a method's inputs into features.
 
-* ``"frozen"``: identity over precomputed embeddings (heads only train);
-* ``"cnn"``: a small CNN trained end to end on uint8 pixels (benchmarks);
-* ``"open_clip"``: an open_clip model fine-tuned end to end, images loaded
-  lazily from their files and captions as token ids (for users with a GPU;
-  it runs on CPU too, slowly).
+The inputs decide (:attr:`~fiftyone_ncl.core.data.PairData.towers`):
+
+* ``"frozen"``: identity over precomputed embeddings (only heads train);
+* ``"cnn"``: :class:`SmallCNN`, trained end to end on uint8 pixels;
+* ``"open_clip"``: an open_clip model fine-tuned end to end from the
+  starting weights the inputs carry (images loaded lazily, captions as
+  token ids; for users with a GPU, it runs on CPU too, slowly).
 
 :func:`build_towers` is the one place every method gets its towers from, so
-CRCL, DisNCL and the baselines train the same way in every mode.
+CRCL, DisNCL and the baselines train the same way in every mode. Nothing here
+reads files or downloads weights: the input stage does that.
 """
-import numpy as np
+import copy
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from fiftyone_ncl.core.nets import SmallCNN
 
-TOWERS = ("frozen", "cnn", "open_clip")
+class SmallCNN(nn.Module):
+    """Two conv blocks (32 and 64 channels) and a linear layer: a tower for
+    small images such as Fashion-MNIST, trained end to end."""
 
+    def __init__(self, in_channels, image_size, out_dim=128):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        side = image_size // 4
+        self.fc = nn.Linear(64 * side * side, out_dim)
+        self.out_dim = out_dim
 
-class LazyImages:
-    """Images read from files batch by batch (too many to hold as pixels).
-
-    Behaves enough like an (N, C, H, W) array for the trainers: ``len``,
-    ``ndim``, ``shape`` and :meth:`load`.
-
-    Args:
-        paths: image file paths
-        transform: callable PIL image -> (C, H, W) float tensor (e.g. an
-            open_clip preprocess)
-        image_size: the side of the transformed images
-    """
-
-    ndim = 4
-
-    def __init__(self, paths, transform, image_size=224):
-        self.paths = list(paths)
-        self.transform = transform
-        self.shape = (len(self.paths), 3, int(image_size), int(image_size))
-
-    def __len__(self):
-        return len(self.paths)
-
-    def load(self, indices):
-        """(B, C, H, W) float tensor of the images at ``indices``."""
-        from PIL import Image
-
-        tensors = []
-        for i in np.asarray(indices).ravel():
-            path = self.paths[int(i)]
-            try:
-                with Image.open(path) as im:
-                    tensors.append(self.transform(im.convert("RGB")))
-            except FileNotFoundError:
-                raise FileNotFoundError("image file not found: %s" % path) from None
-        return torch.stack(tensors)
+    def forward(self, x):
+        return F.relu(self.fc(self.features(x).flatten(1)))
 
 
 class _Branch(nn.Module):
@@ -72,54 +59,45 @@ class _Branch(nn.Module):
         return self._backbone.encode_text(x)
 
 
-def open_clip_backbone(model_name, pretrained=None):
-    """An open_clip model (random weights when ``pretrained`` is None), its
-    image preprocess and tokenizer."""
+def open_clip_model(model_name, state=None):
+    """An open_clip model of architecture ``model_name`` built from the
+    library's code (random weights), with ``state`` (a state dict) loaded
+    when given."""
     try:
         import open_clip
     except ImportError as e:
-        raise ImportError("towers='open_clip' needs open-clip-torch: pip install 'fiftyone-ncl[clip]'") from e
-    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
-    return model, preprocess, open_clip.get_tokenizer(model_name)
+        raise ImportError("fine-tuning open_clip needs open-clip-torch: pip install 'fiftyone-ncl[clip]'") from e
+    # built where torch builds by default (the meta device when a checkpoint's
+    # shapes are checked without allocating)
+    model = open_clip.create_model(model_name, pretrained=None, device=torch.get_default_device())
+    if state is not None:
+        model.load_state_dict(copy.deepcopy(state))
+    return model
 
 
-def build_towers(config, data, pretrained=True):
-    """Image and caption towers for ``config.towers`` and ``data``.
+def build_towers(data):
+    """Image and caption towers for ``data``'s inputs.
 
     Args:
-        config: a :class:`~fiftyone_ncl.core.training.TrainConfig`
         data: a :class:`~fiftyone_ncl.core.data.PairData` (or a stand-in
-            with its shapes)
-        pretrained (True): for open_clip, load ``config.clip_pretrained``;
-            False builds random weights (a checkpoint overwrites them)
+            from :meth:`~fiftyone_ncl.core.data.PairData.from_spec`)
 
     Returns:
         ``(image_tower, image_dim, text_tower, text_dim, backbone)``;
         ``backbone`` is the module to register once (None unless open_clip)
     """
-    towers = config.towers
+    towers = data.towers
     if towers == "frozen":
-        if data.images.ndim != 2:
-            raise ValueError(
-                "towers='frozen' needs image embeddings (N, D); got inputs of shape %s" % (data.images.shape,)
-            )
         return nn.Identity(), int(data.images.shape[1]), nn.Identity(), int(data.texts.shape[1]), None
     if towers == "cnn":
-        if data.images.ndim != 4:
-            raise ValueError(
-                "towers='cnn' needs image pixels (N, C, H, W); got inputs of shape %s" % (data.images.shape,)
-            )
         _, c, h, w = data.images.shape
         if h != w or h % 4:
-            raise ValueError("towers='cnn' needs square images with a side divisible by 4")
+            raise ValueError("the CNN image tower needs square images with a side divisible by 4, got %dx%d" % (h, w))
         tower = SmallCNN(c, h)
         return tower, tower.out_dim, nn.Identity(), int(data.texts.shape[1]), None
-    if towers == "open_clip":
-        weights = config.clip_pretrained if pretrained else None
-        backbone, _, _ = open_clip_backbone(config.clip_model, weights)
-        dim = _embed_dim(backbone)
-        return _Branch(backbone, "image"), dim, _Branch(backbone, "text"), dim, backbone
-    raise ValueError("unknown towers=%r; expected one of %s" % (towers, ", ".join(TOWERS)))
+    backbone = open_clip_model(data.backbone["model"], data.backbone.get("state"))
+    dim = _embed_dim(backbone)
+    return _Branch(backbone, "image"), dim, _Branch(backbone, "text"), dim, backbone
 
 
 def _embed_dim(model):

@@ -7,7 +7,7 @@ generic loop to stay readable).
 """
 import contextlib
 import logging
-import random
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,12 +30,6 @@ class TrainConfig:
         embed_dim: dimension of the joint space
         hidden_dim: hidden width of the projection heads
         tau: softmax temperature of the in-batch similarities
-        towers: ``"frozen"`` (heads over fixed embeddings), ``"cnn"`` (a
-            small CNN image tower trained end to end on pixels) or
-            ``"open_clip"`` (an open_clip model fine-tuned end to end)
-        clip_model: open_clip architecture for ``towers="open_clip"``
-        clip_pretrained: its initial weights (a pretrained tag or a local
-            checkpoint file; None: random)
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
             ``"cuda"`` or ``"cuda:N"``
         amp: mixed precision; None = on for CUDA, off on CPU
@@ -51,9 +45,6 @@ class TrainConfig:
     embed_dim: int = 256
     hidden_dim: int = 1024
     tau: float = 0.05
-    towers: str = "frozen"
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str = "laion2b_s34b_b79k"
     device: str = "auto"
     amp: bool = None
     seed: int = 0
@@ -70,14 +61,33 @@ def resolve_device(device="auto"):
     return device
 
 
+def make_generator(seed):
+    """A torch CPU generator seeded with ``seed`` (batch order)."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+@contextlib.contextmanager
+def seeded(seed):
+    """Runs the block with torch's global generators (CPU and CUDA, which
+    initialise networks and draw dropout / sampling noise) seeded with
+    ``seed``, and restores the caller's generator states afterwards: a fit
+    is reproducible without reseeding anything outside it."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
 def seed_everything(seed):
-    """Seeds Python, numpy and torch; returns a torch CPU generator for batching."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
+    """Deprecated: reseeded the global generators. Use :func:`seeded` and
+    :func:`make_generator`."""
+    warnings.warn(
+        "seed_everything is deprecated: use fiftyone_ncl.core.training.seeded / make_generator",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     torch.manual_seed(seed)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return gen
+    return make_generator(seed)
 
 
 def amp_dtype(device, amp):

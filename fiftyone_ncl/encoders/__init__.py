@@ -7,12 +7,19 @@ Encoders are given as objects or as short spec strings:
   checkpoint; ``"open_clip:ViT-B-32:random"`` for random weights
 * ``"sentence-transformers"``: the bundled all-MiniLM-L6-v2 (captions only);
   ``"sentence-transformers:<name or dir>"`` for another model
-* ``"pixels"`` / ``"pixels:32"``: resized raw pixels (images only)
+* ``"pixels"`` / ``"pixels:32"`` / ``"pixels:32:rgb"``: resized raw pixels,
+  grey by default (images only)
 
 Precomputed embeddings are read from sample fields by :mod:`fiftyone_ncl.fo`.
 """
-from fiftyone_ncl.encoders.base import Encoder, normalize_rows
-from fiftyone_ncl.encoders.openclip import CaptionTruncationWarning, OpenClipEncoder, default_pretrained
+from fiftyone_ncl.encoders.base import Encoder
+from fiftyone_ncl.encoders.images import LazyImages, check_media_exists, open_image
+from fiftyone_ncl.encoders.openclip import (
+    CaptionTruncationWarning,
+    OpenClipEncoder,
+    default_pretrained,
+    load_open_clip,
+)
 from fiftyone_ncl.encoders.pixels import PixelEncoder, load_pixels
 from fiftyone_ncl.encoders.text import SentenceTransformerEncoder
 
@@ -36,10 +43,13 @@ def get_encoder(spec, device="auto"):
     if kind == "sentence-transformers":
         return SentenceTransformerEncoder(rest or None, device=device)
     if kind == "pixels":
-        return PixelEncoder(int(rest) if rest else 28)
+        size, _, colour = rest.partition(":")
+        if not (size or "28").isdigit() or colour not in ("", "gray", "rgb"):
+            raise ValueError("pixel encoder spec is 'pixels[:<size>[:gray|rgb]]', got %r" % spec)
+        return PixelEncoder(int(size or 28), grayscale=colour != "rgb")
     raise ValueError(
         "unknown encoder %r; expected 'open_clip:<model>[:<pretrained>]', "
-        "'sentence-transformers[:<model>]' or 'pixels[:<size>]'" % spec
+        "'sentence-transformers[:<model>]' or 'pixels[:<size>[:rgb]]'" % spec
     )
 
 
@@ -49,7 +59,10 @@ __all__ = [
     "SentenceTransformerEncoder",
     "PixelEncoder",
     "CaptionTruncationWarning",
+    "LazyImages",
+    "check_media_exists",
     "get_encoder",
+    "load_open_clip",
     "load_pixels",
-    "normalize_rows",
+    "open_image",
 ]

@@ -1,5 +1,5 @@
 """The encoder interface: images and/or captions in, L2-normalised vectors out."""
-import numpy as np
+from fiftyone_ncl.core.training import Progress
 
 
 class Encoder:
@@ -32,17 +32,8 @@ class Encoder:
         return "<%s %s>" % (type(self).__name__, self.name)
 
 
-def normalize_rows(x):
-    """float32 rows scaled to unit L2 norm (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
 def batched(items, batch_size, progress, desc):
     """Yields ``(start, batch)`` over ``items`` with a tqdm bar (or callback)."""
-    from fiftyone_ncl.core.training import Progress
-
     n = len(items)
     n_batches = (n + batch_size - 1) // batch_size
     with Progress(n_batches, desc, progress) as bar:

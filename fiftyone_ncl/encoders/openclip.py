@@ -5,7 +5,10 @@ import warnings
 
 import numpy as np
 
-from fiftyone_ncl.encoders.base import Encoder, batched, normalize_rows
+from fiftyone_ncl.core.training import resolve_device
+from fiftyone_ncl.core.vectors import normalize_rows
+from fiftyone_ncl.encoders.base import Encoder, batched
+from fiftyone_ncl.encoders.images import LazyImages, open_image
 
 logger = logging.getLogger(__name__)
 
@@ -61,50 +64,11 @@ class OpenClipEncoder(Encoder):
         self.last_truncated = np.zeros(0, dtype=np.int64)
 
     def _load(self):
-        if self._model is not None:
-            return
-        try:
-            import open_clip
-        except ImportError as e:
-            raise ImportError(
-                "the open_clip encoder needs open-clip-torch: pip install 'fiftyone-ncl[clip]'"
-            ) from e
-        from fiftyone_ncl.core.training import resolve_device
-
-        if self.model_name not in open_clip.list_models():
-            raise ValueError(
-                "unknown open_clip model %r; see open_clip.list_models()" % self.model_name
+        if self._model is None:
+            self._device = resolve_device(self.device_name)
+            self._model, self._preprocess, self._tokenizer = load_open_clip(
+                self.model_name, self.pretrained, self._device
             )
-        pretrained = self.pretrained
-        if pretrained is not None and not os.path.isfile(str(pretrained)):
-            if os.sep in str(pretrained) or str(pretrained).endswith(_CHECKPOINT_EXTS):
-                raise FileNotFoundError("open_clip checkpoint file not found: %s" % pretrained)
-            tags = open_clip.list_pretrained_tags_by_model(self.model_name)
-            if pretrained not in tags:
-                raise ValueError(
-                    "open_clip model %r has no pretrained tag %r; available: %s"
-                    % (self.model_name, pretrained, ", ".join(tags) or "none")
-                )
-        self._device = resolve_device(self.device_name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    self.model_name, pretrained=pretrained, device=self._device
-                )
-            except Exception as e:
-                if pretrained is not None and not os.path.isfile(str(pretrained)):
-                    raise RuntimeError(
-                        "could not load open_clip weights %s/%s (%s). They are downloaded "
-                        "on first use; offline, pass a local checkpoint file as pretrained "
-                        "or use precomputed embedding fields"
-                        % (self.model_name, pretrained, e)
-                    ) from e
-                raise
-        model.eval()
-        self._model = model
-        self._preprocess = preprocess
-        self._tokenizer = open_clip.get_tokenizer(self.model_name)
 
     @property
     def context_length(self):
@@ -122,9 +86,9 @@ class OpenClipEncoder(Encoder):
             return np.array([len(ids) for ids in inner(list(texts))["input_ids"]], dtype=np.int64)
         return np.zeros(len(texts), dtype=np.int64)
 
-    def embed_texts(self, texts, batch_size=None, progress=True):
-        import torch
-
+    def tokenize(self, texts):
+        """(P, context) int64 token ids of the captions; warns (naming how many)
+        when captions are longer than the context and get truncated."""
         self._load()
         texts = list(texts)
         counts = self.token_counts(texts)
@@ -142,39 +106,90 @@ class OpenClipEncoder(Encoder):
                     counts[self.last_truncated[0]],
                 ),
                 CaptionTruncationWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
+        return self._tokenizer(texts)
+
+    def embed_texts(self, texts, batch_size=None, progress=True):
+        import torch
+
+        tokens = self.tokenize(texts)
         out = []
         bs = batch_size or self.batch_size
         with torch.no_grad():
-            for _, batch in batched(texts, bs, progress, "open_clip captions"):
-                tokens = self._tokenizer(batch).to(self._device)
+            for start, _ in batched(range(len(tokens)), bs, progress, "open_clip captions"):
+                batch = tokens[start : start + bs].to(self._device)
                 with _autocast(self._device):
-                    out.append(self._model.encode_text(tokens).float().cpu().numpy())
-        return normalize_rows(np.concatenate(out)) if out else np.zeros((0, 0), np.float32)
+                    out.append(self._model.encode_text(batch).float().cpu().numpy())
+        if not out:
+            return np.zeros((0, 0), np.float32)
+        return normalize_rows(np.concatenate(out), "open_clip caption embeddings", copy=False)
 
     def embed_images(self, filepaths, batch_size=None, progress=True):
         import torch
-        from PIL import Image
 
         self._load()
+        filepaths = list(filepaths)
         out = []
         bs = batch_size or self.batch_size
         with torch.no_grad():
-            for _, batch in batched(list(filepaths), bs, progress, "open_clip images"):
-                tensors = []
-                for path in batch:
-                    try:
-                        with Image.open(path) as im:
-                            tensors.append(self._preprocess(im.convert("RGB")))
-                    except FileNotFoundError:
-                        raise FileNotFoundError("image file not found: %s" % path) from None
-                    except Exception as e:
-                        raise ValueError("cannot read image file %s: %s" % (path, e)) from e
-                x = torch.stack(tensors).to(self._device)
+            for _, batch in batched(filepaths, bs, progress, "open_clip images"):
+                x = torch.stack([self._preprocess(open_image(path)) for path in batch]).to(self._device)
                 with _autocast(self._device):
                     out.append(self._model.encode_image(x).float().cpu().numpy())
-        return normalize_rows(np.concatenate(out)) if out else np.zeros((0, 0), np.float32)
+        if not out:
+            return np.zeros((0, 0), np.float32)
+        return normalize_rows(np.concatenate(out), "open_clip image embeddings", labels=filepaths, copy=False)
+
+    def training_inputs(self, filepaths, captions):
+        """Inputs to fine-tune this model end to end: lazily loaded images,
+        caption token ids, and the backbone (model name and starting
+        weights, None for random) for :class:`~fiftyone_ncl.core.data.PairData`."""
+        self._load()
+        size = getattr(self._model.visual, "image_size", 224)
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        images = LazyImages(filepaths, self._preprocess, image_size=size)
+        tokens = self.tokenize(captions).numpy().astype(np.int64)
+        state = None
+        if self.pretrained is not None:
+            state = {k: v.detach().cpu().clone() for k, v in self._model.state_dict().items()}
+        return images, tokens, {"model": self.model_name, "state": state}
+
+
+def load_open_clip(model_name, pretrained=None, device="cpu"):
+    """The one place open_clip models are loaded: ``(model, preprocess,
+    tokenizer)`` for an architecture name and a pretrained tag, a local
+    checkpoint file, or None (random weights), with errors that say what to
+    do offline."""
+    try:
+        import open_clip
+    except ImportError as e:
+        raise ImportError("the open_clip encoder needs open-clip-torch: pip install 'fiftyone-ncl[clip]'") from e
+    if model_name not in open_clip.list_models():
+        raise ValueError("unknown open_clip model %r; see open_clip.list_models()" % model_name)
+    if pretrained is not None and not os.path.isfile(str(pretrained)):
+        if os.sep in str(pretrained) or str(pretrained).endswith(_CHECKPOINT_EXTS):
+            raise FileNotFoundError("open_clip checkpoint file not found: %s" % pretrained)
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if pretrained not in tags:
+            raise ValueError(
+                "open_clip model %r has no pretrained tag %r; available: %s"
+                % (model_name, pretrained, ", ".join(tags) or "none")
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+        except Exception as e:
+            if pretrained is not None and not os.path.isfile(str(pretrained)):
+                raise RuntimeError(
+                    "could not load open_clip weights %s/%s (%s). They are downloaded "
+                    "on first use; offline, pass a local checkpoint file as pretrained "
+                    "or use precomputed embedding fields" % (model_name, pretrained, e)
+                ) from e
+            raise
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(model_name)
 
 
 def _autocast(device):

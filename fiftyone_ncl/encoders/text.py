@@ -9,7 +9,9 @@ import sys
 
 import numpy as np
 
-from fiftyone_ncl.encoders.base import Encoder, batched, normalize_rows
+from fiftyone_ncl.core.training import resolve_device
+from fiftyone_ncl.core.vectors import normalize_rows
+from fiftyone_ncl.encoders.base import Encoder, batched
 
 
 def _guard_broken_torchvision():
@@ -63,8 +65,6 @@ class SentenceTransformerEncoder(Encoder):
         _guard_broken_torchvision()
         from sentence_transformers import SentenceTransformer
 
-        from fiftyone_ncl.core.training import resolve_device
-
         kwargs = {}
         path = self.model
         if path is None or os.path.isdir(str(path)):
@@ -83,5 +83,7 @@ class SentenceTransformerEncoder(Encoder):
         bs = batch_size or self.batch_size
         for _, batch in batched(unique, bs, progress, "caption embeddings"):
             out.append(self._model.encode(batch, batch_size=len(batch), convert_to_numpy=True))
-        emb = normalize_rows(np.concatenate(out)) if out else np.zeros((0, 0), np.float32)
+        if not out:
+            return np.zeros((0, 0), np.float32)
+        emb = normalize_rows(np.concatenate(out), "caption embeddings", labels=unique, copy=False)
         return emb[inverse.ravel()]

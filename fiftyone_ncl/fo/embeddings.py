@@ -1,5 +1,6 @@
-"""Gathering the inputs of a run: embeddings from fields, arrays or encoders
-(with optional caching into fields), or pixels for end-to-end towers."""
+"""Gathering the inputs of a run by its recipe: embeddings from fields,
+arrays or encoders (with optional caching into fields), pixels for a CNN, or
+images and tokens for fine-tuning open_clip."""
 import logging
 from dataclasses import dataclass, field
 
@@ -8,9 +9,8 @@ import numpy as np
 import fiftyone.core.fields as fof
 
 from fiftyone_ncl.core.data import PairData
-from fiftyone_ncl.encoders import get_encoder, load_pixels
-from fiftyone_ncl.encoders.openclip import DEFAULT_MODEL, DEFAULT_PRETRAINED, OpenClipEncoder
-from fiftyone_ncl.fo.pairs import check_media_exists
+from fiftyone_ncl.core.vectors import normalize_rows, row_sq_norms
+from fiftyone_ncl.encoders import check_media_exists, get_encoder, load_pixels
 from fiftyone_ncl.fo.vectors import read_rows
 
 logger = logging.getLogger(__name__)
@@ -39,110 +39,55 @@ class GatheredInputs:
     sources: dict = field(default_factory=dict)
 
 
-def default_encoder():
-    """The encoder used when a run names no embeddings and no encoder: open_clip
-    ViT-B-32 with LAION-2B weights (downloaded on first use)."""
-    return OpenClipEncoder(DEFAULT_MODEL, DEFAULT_PRETRAINED)
-
-
-def gather_inputs(
-    samples,
-    pairs,
-    image_embeddings=None,
-    text_embeddings=None,
-    encoder=None,
-    image_encoder=None,
-    text_encoder=None,
-    towers="frozen",
-    image_size=28,
-    clip_model=None,
-    clip_pretrained=None,
-    batch_size=None,
-    progress=True,
-):
+def gather_inputs(samples, pairs, recipe, batch_size=None, progress=True):
     """Builds the :class:`~fiftyone_ncl.core.data.PairData` of a run.
 
     Each side (images, captions) comes from, in order: a precomputed array; a
     field name (read where present; with an encoder, missing entries are
-    computed and cached into the field); an encoder. ``encoder`` sets both
-    sides at once; with nothing given at all, :func:`default_encoder` is used.
-    ``towers="cnn"`` reads pixels; ``towers="open_clip"`` reads images lazily
-    and tokenises captions for the ``clip_model`` being fine-tuned.
+    computed and cached into the field); an encoder. The CNN recipe reads
+    pixels; the open_clip fine-tuning recipe reads images lazily and
+    tokenises the captions.
+
+    Args:
+        samples: the collection
+        pairs: its :class:`~fiftyone_ncl.fo.pairs.CollectionPairs`
+        recipe: a :class:`~fiftyone_ncl.recipes.InputRecipe`
+        batch_size (None): encoder batch size
+        progress (True): progress bars or a callback
 
     Returns:
         a :class:`GatheredInputs`
     """
-    encoder = get_encoder(encoder)
-    image_encoder = get_encoder(image_encoder) or encoder
-    text_encoder = get_encoder(text_encoder) or encoder
-    nothing_given = all(
-        x is None for x in (image_embeddings, text_embeddings, image_encoder, text_encoder)
-    )
-    if nothing_given and towers == "frozen":
-        image_encoder = text_encoder = default_encoder()
-    elif nothing_given:
-        from fiftyone_ncl.encoders import SentenceTransformerEncoder
-
-        text_encoder = SentenceTransformerEncoder()
+    image_encoder = get_encoder(recipe.image_encoder)
+    text_encoder = get_encoder(recipe.text_encoder)
+    if recipe.towers == "open_clip":
+        check_media_exists(pairs.filepaths)
+        images, tokens, backbone = image_encoder.training_inputs(pairs.filepaths, pairs.captions)
+        sources = {"image": "files (%s, fine-tuned)" % image_encoder.name, "text": "open_clip tokens"}
+        data = PairData(images, tokens, pairs.image_index, joint_space=True, meta={"sources": sources},
+                        towers="open_clip", backbone=backbone)
+        return GatheredInputs(data=data, sources=sources)
 
     writes, sources = [], {}
-    if towers == "open_clip":
-        return _open_clip_inputs(pairs, image_embeddings, text_embeddings, clip_model, clip_pretrained)
-    if towers == "cnn":
-        if image_embeddings is not None:
-            raise ValueError(
-                "towers='cnn' trains its own image tower on pixels; do not pass image_embeddings"
-            )
+    if recipe.towers == "cnn":
         check_media_exists(pairs.filepaths)
-        images = load_pixels(pairs.filepaths, size=image_size, progress=progress)
+        images = load_pixels(pairs.filepaths, size=image_encoder.size, grayscale=image_encoder.grayscale,
+                             progress=progress)
         image_space = None
-        sources["image"] = "pixels:%d (cnn tower)" % image_size
+        sources["image"] = "%s (cnn tower)" % image_encoder.name
     else:
-        images, image_space, src = _gather_side(
-            samples, pairs, "image", image_embeddings, image_encoder, batch_size, progress, writes
+        images, image_space, sources["image"] = _gather_side(
+            samples, pairs, "image", recipe.image_embeddings, image_encoder, batch_size, progress, writes
         )
-        sources["image"] = src
-    texts, text_space, src = _gather_side(
-        samples, pairs, "text", text_embeddings, text_encoder, batch_size, progress, writes
+    texts, text_space, sources["text"] = _gather_side(
+        samples, pairs, "text", recipe.text_embeddings, text_encoder, batch_size, progress, writes
     )
-    sources["text"] = src
-
     if images.ndim == 2 and images.shape[1] != texts.shape[1]:
         joint = False
-    elif image_space is not None and text_space is not None:
-        joint = image_space == text_space
     else:
-        joint = False
-    data = PairData(
-        images=images,
-        texts=texts,
-        image_index=pairs.image_index,
-        joint_space=joint,
-        meta={"sources": sources},
-    )
+        joint = image_space is not None and image_space == text_space
+    data = PairData(images, texts, pairs.image_index, joint_space=joint, meta={"sources": sources})
     return GatheredInputs(data=data, cache_writes=writes, sources=sources)
-
-
-def _open_clip_inputs(pairs, image_embeddings, text_embeddings, clip_model, clip_pretrained):
-    """Lazily loaded images and caption token ids for fine-tuning open_clip."""
-    from fiftyone_ncl.core.towers import LazyImages, open_clip_backbone
-
-    if image_embeddings is not None or text_embeddings is not None:
-        raise ValueError(
-            "towers='open_clip' fine-tunes the model on images and captions; "
-            "do not pass image_embeddings / text_embeddings"
-        )
-    check_media_exists(pairs.filepaths)
-    # the preprocessing and tokenizer only: the weights are the method's
-    model, preprocess, tokenizer = open_clip_backbone(clip_model, None)
-    size = getattr(model.visual, "image_size", 224)
-    size = size[0] if isinstance(size, (tuple, list)) else size
-    del model
-    images = LazyImages(pairs.filepaths, preprocess, image_size=size)
-    texts = tokenizer(list(pairs.captions)).numpy().astype(np.int64)
-    sources = {"image": "files (open_clip %s, fine-tuned)" % clip_model, "text": "open_clip tokens"}
-    data = PairData(images=images, texts=texts, image_index=pairs.image_index, joint_space=True, meta={"sources": sources})
-    return GatheredInputs(data=data, sources=sources)
 
 
 def _gather_side(samples, pairs, side, given, encoder, batch_size, progress, writes):
@@ -158,9 +103,8 @@ def _gather_side(samples, pairs, side, given, encoder, batch_size, progress, wri
                 "%s embeddings array must have shape (%d, d), got %s"
                 % (what, n_rows, arr.shape)
             )
-        _check_finite(arr, "the %s embeddings array" % what, None)
         space = "array" if encoder is None else encoder.space
-        return _normalize(arr, "the %s embeddings array" % what), space, "array"
+        return normalize_rows(arr, "the %s embeddings array" % what, copy=False), space, "array"
 
     if given is None:
         if encoder is None:
@@ -228,41 +172,25 @@ def _gather_side(samples, pairs, side, given, encoder, batch_size, progress, wri
     _check_finite(arr, "%s embeddings field %r" % (what, field_name), pairs, per_caption)
     space = encoder.space if encoder is not None else info.get(INFO_SPACE, "field")
     src = field_name if encoder is None else "%s (cache of %s)" % (field_name, encoder.name)
-    return _normalize(arr, "%s embeddings field %r" % (what, field_name)), space, src
-
-
-def _row_sq_norms(arr, chunk=65536):
-    """Squared row norms in float64, chunk by chunk: no full-size temporary
-    (``np.linalg.norm`` would make one as large as the embeddings)."""
-    out = np.empty(len(arr), dtype=np.float64)
-    for start in range(0, len(arr), chunk):
-        block = arr[start : start + chunk].astype(np.float64)
-        out[start : start + chunk] = np.einsum("ij,ij->i", block, block)
-    return out
+    where = "%s embeddings field %r" % (what, field_name)
+    return normalize_rows(arr, where, labels=_row_labels(pairs, per_caption), copy=False), space, src
 
 
 def _check_finite(arr, where, pairs, per_caption=False):
     # a NaN or infinite entry makes its row's squared norm non-finite
-    bad = np.flatnonzero(~np.isfinite(_row_sq_norms(arr)))
+    bad = np.flatnonzero(~np.isfinite(row_sq_norms(arr)))
     if len(bad):
-        if pairs is not None:
-            rows = pairs.image_index[bad] if per_caption else bad
-            ids = list(dict.fromkeys(pairs.sample_ids[r] for r in rows))
-            detail = "samples " + ", ".join(ids[:_SHOW])
-        else:
-            detail = "rows " + ", ".join(map(str, bad[:_SHOW]))
-        raise ValueError("%s has NaN or infinite values in %d rows (e.g. %s)" % (where, len(bad), detail))
+        rows = pairs.image_index[bad] if per_caption else bad
+        ids = list(dict.fromkeys(pairs.sample_ids[r] for r in rows))
+        raise ValueError("%s has NaN or infinite values in %d rows (e.g. samples %s)"
+                         % (where, len(bad), ", ".join(ids[:_SHOW])))
 
 
-def _normalize(arr, where, chunk=65536):
-    """Scales rows to unit norm in place."""
-    norms = np.sqrt(_row_sq_norms(arr))
-    zero = np.flatnonzero(norms == 0)
-    if len(zero):
-        raise ValueError("%s has %d all-zero vectors" % (where, len(zero)))
-    for start in range(0, len(arr), chunk):
-        arr[start : start + chunk] /= norms[start : start + chunk, None].astype(np.float32)
-    return arr
+def _row_labels(pairs, per_caption):
+    """Sample ids naming the rows of one side, for error messages."""
+    if per_caption:
+        return [pairs.sample_ids[i] for i in pairs.image_index]
+    return pairs.sample_ids
 
 
 def _compute(encoder, pairs, side, rows, batch_size, progress):

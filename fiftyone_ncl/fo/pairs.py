@@ -1,6 +1,5 @@
 """Reading image-caption pairs from a FiftyOne collection, with the checks
 that turn bad input into an error naming the field, sample or file."""
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +47,7 @@ class CollectionPairs:
         return [values[bounds[i] : bounds[i + 1]] for i in range(self.n_images)]
 
 
-def string_fields(samples):
+def caption_fields(samples):
     """Names of the collection's caption-like fields: strings or lists of strings."""
     names = []
     for name, field in samples.get_field_schema().items():
@@ -63,6 +62,25 @@ def _caption_kind(field):
     if isinstance(field, fof.ListField) and isinstance(field.field, fof.StringField):
         return "list"
     return None
+
+
+def caption_kind(samples, caption_field):
+    """``"string"`` or ``"list"``: the kind of caption field; a ValueError
+    naming the field when it is missing or not text."""
+    field = samples.get_field(caption_field)
+    if field is None:
+        options = caption_fields(samples)
+        raise ValueError(
+            "caption field %r does not exist on %r; its text fields are: %s"
+            % (caption_field, samples._dataset.name, ", ".join(options) or "none")
+        )
+    kind = _caption_kind(field)
+    if kind is None:
+        raise ValueError(
+            "caption field %r is a %s, not a string field or a list of strings"
+            % (caption_field, type(field).__name__)
+        )
+    return kind
 
 
 def check_collection_size(samples):
@@ -92,19 +110,7 @@ def read_pairs(samples, caption_field):
             missing or not text, or a caption is None or blank
     """
     check_collection_size(samples)
-    field = samples.get_field(caption_field)
-    if field is None:
-        options = string_fields(samples)
-        raise ValueError(
-            "caption field %r does not exist on %r; its text fields are: %s"
-            % (caption_field, samples._dataset.name, ", ".join(options) or "none")
-        )
-    kind = _caption_kind(field)
-    if kind is None:
-        raise ValueError(
-            "caption field %r is a %s, not a string field or a list of strings"
-            % (caption_field, type(field).__name__)
-        )
+    kind = caption_kind(samples, caption_field)
 
     sample_ids, filepaths, values = samples.values(["id", "filepath", caption_field])
     bad = []
@@ -133,13 +139,3 @@ def read_pairs(samples, caption_field):
         image_index=np.asarray(image_index, dtype=np.int64),
         caption_position=np.asarray(position, dtype=np.int64),
     )
-
-
-def check_media_exists(filepaths):
-    """Raises FileNotFoundError naming missing image files."""
-    missing = [p for p in filepaths if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(
-            "%d of %d image files do not exist (e.g. %s)"
-            % (len(missing), len(filepaths), ", ".join(missing[:_SHOW]))
-        )

@@ -120,7 +120,7 @@ def review_dataset(request, artifacts):
     checkpoints = None
     try:
         dataset = data.build_dataset(name, records)
-        checkpoints = os.path.dirname(ncl.correspondence.checkpoint_path(dataset, RUN_KEY))
+        checkpoints = os.path.dirname(ncl.fo.runs.checkpoint_path(dataset, RUN_KEY))
         ncl.compute_correspondence(
             dataset,
             "caption",

@@ -103,7 +103,7 @@ def test_run_key_that_exists_needs_overwrite(make_dataset):
 
 def test_run_key_clashing_with_other_fields(make_dataset):
     ds = make_dataset(n=20, ncl_confidence=[0.5] * 20)
-    _fails(ds, r"fields ncl_confidence already exist and do not belong to a run", **FIELDS)
+    _fails(ds, r"fields ncl_confidence already exist and do not belong to run", **FIELDS)
 
 
 def test_empty_view(make_dataset):
@@ -125,7 +125,8 @@ def test_unknown_method_and_options(make_dataset):
 
 def test_bad_threshold(make_dataset):
     ds = make_dataset(n=20)
-    _fails(ds, r"threshold must be in \[0, 1\]", threshold=1.5, **FIELDS)
+    _fails(ds, r"threshold must be a number in \[0, 1\]", threshold=1.5, **FIELDS)
+    _fails(ds, r"threshold must be a number in \[0, 1\], got .0.5.", threshold="0.5", **FIELDS)
 
 
 def test_bad_embeddings_field_type(make_dataset):

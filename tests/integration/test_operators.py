@@ -14,7 +14,7 @@ from ..conftest import PLUGIN
 
 pytestmark = pytest.mark.integration
 
-FIELDS = {"source": "fields", "image_field": "img", "text_field": "txt", "caption_field": "caption"}
+FIELDS = {"recipe": "fields", "image_embeddings": "img", "text_embeddings": "txt", "caption_field": "caption"}
 
 
 def _run(uri, dataset, params=None, **ctx):
@@ -136,7 +136,7 @@ def test_form_explains_what_is_missing(make_dataset):
 
     ds = make_dataset(n=20, n_swapped=4)
     _run("compute_correspondence", ds, dict(FIELDS))
-    with pytest.raises(ExecutionError, match="A run with key 'ncl' already exists"):
+    with pytest.raises(ExecutionError, match="a run with key 'ncl' already exists"):
         _run("compute_correspondence", ds, dict(FIELDS))
     with pytest.raises(ExecutionError, match="must be a valid Python identifier"):
         _run("compute_correspondence", ds, dict(FIELDS, run_key="bad key"))

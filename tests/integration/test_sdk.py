@@ -328,7 +328,7 @@ def test_self_check_injects_known_swaps_into_a_copy(make_dataset):
 
 def test_fine_tuning_open_clip_end_to_end_through_the_sdk(photo_dataset, tmp_path):
     options = dict(
-        towers="open_clip", clip_model="ViT-S-32", clip_pretrained=None, batch_size=4,
+        recipe="open_clip_finetune", encoder="open_clip:ViT-S-32:random", batch_size=4,
         embed_dim=32, hidden_dim=64, stages=(1,), warmup_epochs=1,
     )
     ckpt = tmp_path / "crcl-clip.safetensors"
@@ -337,7 +337,8 @@ def test_fine_tuning_open_clip_end_to_end_through_the_sdk(photo_dataset, tmp_pat
     )
     assert results.n_pairs == 12 and ckpt.is_file()
     config = photo_dataset.get_brain_info("ft").config
-    assert config.method_config["towers"] == "open_clip" and config.sources["text"] == "open_clip tokens"
+    assert config.recipe["towers"] == "open_clip" and config.sources["text"] == "open_clip tokens"
+    assert "towers" not in config.method_config  # the inputs decide the towers, not the method
     assert photo_dataset.count("ft_label") == 12
     again = ncl.compute_correspondence(photo_dataset, "caption", model=str(ckpt), run_key="ft2", progress=False)
     np.testing.assert_allclose(again.similarity, results.similarity, atol=1e-4)
@@ -345,3 +346,10 @@ def test_fine_tuning_open_clip_end_to_end_through_the_sdk(photo_dataset, tmp_pat
         ncl.compute_correspondence(
             photo_dataset, "caption", method="crcl", run_key="ft3", image_embeddings="x", progress=False, **options
         )
+    # the arguments of the previous release still work, with a warning
+    legacy = dict(options, towers="open_clip", clip_model="ViT-S-32", clip_pretrained=None)
+    del legacy["recipe"], legacy["encoder"]
+    with pytest.warns(DeprecationWarning, match="towers"):
+        old = ncl.compute_correspondence(photo_dataset, "caption", method="crcl", run_key="ft4", progress=False,
+                                         save_checkpoint=False, **legacy)
+    np.testing.assert_allclose(old.similarity, results.similarity, atol=1e-4)

@@ -5,16 +5,20 @@ import json
 import numpy as np
 import pytest
 
-from fiftyone_ncl.bench import cli
+from fiftyone_ncl import cli
 from fiftyone_ncl.bench.problems import Problem
 from fiftyone_ncl.bench.runner import ORACLE, correction_accuracy, make_noisy
 from fiftyone_ncl.core.data import PairData, PairScores
-from fiftyone_ncl.core.methods import list_methods
+from fiftyone_ncl.core.registry import list_methods
+
+
+def bench(*args):
+    return cli.main(["bench", *args])
 
 
 def test_tiny_profile_writes_every_method_and_the_oracle(tmp_path):
     out = tmp_path / "bench"
-    assert cli.main(["--profile", "tiny", "--out", str(out)]) == 0
+    assert bench("--profile", "tiny", "--out", str(out)) == 0
     result = json.loads((out / "results.json").read_text())
     methods = {r["method"] for r in result["rows"]}
     assert methods == set(list_methods()) | {ORACLE}  # a new method joins by itself
@@ -74,7 +78,6 @@ def test_make_noisy_kinds():
 
 
 def test_speed_epoch_variants_parse_and_bad_ones_are_named():
-    from fiftyone_ncl.bench.speed import main as speed_main
     from fiftyone_ncl.bench.speed import parse_epoch_method
 
     method, options = parse_epoch_method("disncl:club_steps=1,critic_hidden=64")
@@ -87,14 +90,14 @@ def test_speed_epoch_variants_parse_and_bad_ones_are_named():
         parse_epoch_method("disncl:club_steps=one")
     # the CLI refuses a bad spec before timing anything
     with pytest.raises(SystemExit):
-        speed_main(["--sizes", "--epoch-methods", "disncl:club_steps=one"])
+        bench("speed", "--sizes", "--epoch-methods", "disncl:club_steps=one")
 
 
-def test_grid_run_in_parts_merges_into_one_table(tmp_path):
+def test_grid_run_in_parts_merges_into_one_table(tmp_path, capsys):
     a, b, merged = tmp_path / "a", tmp_path / "b", tmp_path / "merged"
-    assert cli.main(["--profile", "tiny", "--methods", "cosine", "--out", str(a)]) == 0
-    assert cli.main(["--profile", "tiny", "--methods", "crcl", "--rates", "0.2", "--out", str(b)]) == 0
-    assert cli.main(["merge", str(a), str(b), "--out", str(merged)]) == 0
+    assert bench("--profile", "tiny", "--methods", "cosine", "--out", str(a)) == 0
+    assert bench("--profile", "tiny", "--methods", "crcl", "--rates", "0.2", "--out", str(b)) == 0
+    assert bench("merge", str(a), str(b), "--out", str(merged)) == 0
     result = json.loads((merged / "results.json").read_text())
     assert {(r["method"], r["rate"]) for r in result["rows"]} == {("cosine", 0.4), ("crcl", 0.2)}
     assert len(result["commands"]) == 2
@@ -102,13 +105,13 @@ def test_grid_run_in_parts_merges_into_one_table(tmp_path):
     assert "--methods cosine" in md and "--methods crcl" in md
     assert "| cosine | - | " in md  # no cosine run at 20 %: a gap, not a made-up cell
     # the same run in two parts is refused
-    with pytest.raises(ValueError, match="both hold the run"):
-        cli.main(["merge", str(a), str(a), "--out", str(tmp_path / "twice")])
-    with pytest.raises(FileNotFoundError, match="no benchmark results"):
-        cli.main(["merge", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
+    assert bench("merge", str(a), str(a), "--out", str(tmp_path / "twice")) == 2
+    assert "both hold the run" in capsys.readouterr().err
+    assert bench("merge", str(tmp_path / "missing"), "--out", str(tmp_path / "x")) == 2
+    assert "no benchmark results" in capsys.readouterr().err
 
 
-def test_set_overrides_a_profile_option_and_typos_fail_before_training(tmp_path, monkeypatch):
+def test_set_overrides_a_profile_option_and_typos_fail_before_training(tmp_path, monkeypatch, capsys):
     from fiftyone_ncl.bench import runner
 
     seen = []
@@ -120,28 +123,48 @@ def test_set_overrides_a_profile_option_and_typos_fail_before_training(tmp_path,
 
     monkeypatch.setattr(runner, "run_one", spy)
     out = tmp_path / "set"
-    assert cli.main(["--profile", "tiny", "--methods", "cosine", "--set", "cosine.epochs=3", "*.embed_dim=16",
-                     "--out", str(out)]) == 0
+    assert bench("--profile", "tiny", "--methods", "cosine", "--set", "cosine.epochs=3", "*.embed_dim=16",
+                 "--out", str(out)) == 0
     cosine = [opts for name, opts in seen if name == "cosine"]
     assert cosine and all(o["epochs"] == 3 and o["embed_dim"] == 16 for o in cosine)
     assert "cosine.epochs=3" in (out / "results.md").read_text()  # the command shows the override
     # a misspelt option or a malformed --set stops before any data is built
     seen.clear()
-    with pytest.raises(TypeError, match="epochz"):
-        cli.main(["--profile", "tiny", "--methods", "cosine", "--set", "cosine.epochz=3", "--out", str(tmp_path / "x")])
+    assert bench("--profile", "tiny", "--methods", "cosine", "--set", "cosine.epochz=3", "--out", str(tmp_path / "x")) == 2
+    assert "epochz" in capsys.readouterr().err
     assert seen == []
     with pytest.raises(SystemExit):
-        cli.main(["--profile", "tiny", "--set", "epochs=3", "--out", str(tmp_path / "y")])
+        bench("--profile", "tiny", "--set", "epochs=3", "--out", str(tmp_path / "y"))
 
 
 def test_a_grid_split_by_seed_merges_into_mean_and_sd(tmp_path):
     a, b, merged = tmp_path / "s0", tmp_path / "s1", tmp_path / "merged"
-    assert cli.main(["--profile", "tiny", "--methods", "cosine", "--seed-list", "0", "--out", str(a)]) == 0
-    assert cli.main(["--profile", "tiny", "--methods", "cosine", "--seed-list", "1", "--out", str(b)]) == 0
+    assert bench("--profile", "tiny", "--methods", "cosine", "--seed-list", "0", "--out", str(a)) == 0
+    assert bench("--profile", "tiny", "--methods", "cosine", "--seed-list", "1", "--out", str(b)) == 0
     assert {r["seed"] for r in json.loads((b / "results.json").read_text())["rows"]} == {1}
-    assert cli.main(["merge", str(a), str(b), "--out", str(merged)]) == 0
+    assert bench("merge", str(a), str(b), "--out", str(merged)) == 0
     summary = json.loads((merged / "results.json").read_text())["summary"]
     cosine = [e for e in summary if e["method"] == "cosine"]
     assert len(cosine) == 1 and cosine[0]["seeds"] == 2 and "auroc_sd" in cosine[0]
     with pytest.raises(SystemExit):  # a count and a list at once is ambiguous
-        cli.main(["--profile", "tiny", "--seeds", "2", "--seed-list", "1", "--out", str(tmp_path / "x")])
+        bench("--profile", "tiny", "--seeds", "2", "--seed-list", "1", "--out", str(tmp_path / "x"))
+
+
+def test_disentanglement_diagnostic_plumbing():
+    from fiftyone_ncl.bench.disentanglement import run_synthetic_benchmark
+
+    result = run_synthetic_benchmark(
+        exclusive_stds=(3.0,),
+        n_images=120,
+        methods=["raw-cosine", "cosine", "disncl"],
+        train=dict(epochs=2, hidden_dim=32, embed_dim=8, batch_size=32),
+        disncl=dict(warmup_epochs=1, mi_steps=5, mi_samples=64),
+        data_kwargs=dict(map_hidden=32),
+    )
+    level = result["levels"][0]
+    assert set(level["methods"]) == {"raw-cosine", "cosine", "disncl"}
+    for row in level["methods"].values():
+        assert 0.0 <= row["auroc"] <= 1.0 and 0.0 <= row["ap"] <= 1.0
+    assert set(level["probe"]) == {"raw", "heads", "mii", "mei"}
+    assert set(level["probe"]["mii"]) == {"s", "x"}
+    assert "mii_image__mii_text" in level["mi"]

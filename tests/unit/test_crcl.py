@@ -1,20 +1,13 @@
-"""CRCL: ACL numbers, SCC label logic, stage restarts, detection, checkpoints."""
+"""CRCL: SCC label logic, stage restarts, detection, checkpoints (the ACL
+numbers are in test_acl.py)."""
 import json
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from fiftyone_ncl.core.acl import (
-    acl_direction,
-    acl_from_logits,
-    acl_loss,
-    in_batch_log_probs,
-    matching_probability,
-)
-from fiftyone_ncl.core.baselines import CosineMethod
-from fiftyone_ncl.core.crcl import (
+from fiftyone_ncl.core.methods.baselines import CosineMethod
+from fiftyone_ncl.core.methods.crcl import (
     CRCLConfig,
     CRCLMethod,
     scc_phase,
@@ -22,11 +15,11 @@ from fiftyone_ncl.core.crcl import (
     stage_seed,
 )
 from fiftyone_ncl.core.data import PairData
-from fiftyone_ncl.core.methods import CorrespondenceMethod, build_method, list_methods
 from fiftyone_ncl.core.metrics import detection_metrics
 from fiftyone_ncl.core.nets import build_dual_encoder
 from fiftyone_ncl.core.noise import inject_random
-from fiftyone_ncl.core.training import seed_everything
+from fiftyone_ncl.core.registry import build_method, list_methods, load_method
+from fiftyone_ncl.core.training import seeded
 
 SMALL = dict(embed_dim=32, hidden_dim=64, batch_size=128, device="cpu")
 
@@ -55,117 +48,6 @@ def synthetic(n=1500, latent=8, n_classes=10, d_img=32, d_txt=48, rate=0.45, obs
     )
     return data, noise.noisy
 
-
-# ACL -------------------------------------------------------------------------
-
-B = 128
-TAU = 0.05
-
-
-def _rows_logits(row):
-    """(B, B) logits whose row-softmax at temperature TAU has row i equal to
-    ``row`` rolled by i, so ``row[0]`` sits on the diagonal of every row."""
-    mat = np.stack([np.roll(row, i) for i in range(len(row))])
-    return torch.tensor(np.log(mat) * TAU, dtype=torch.float32)
-
-
-@pytest.mark.parametrize(
-    "row, active, comp_q0, comp_q1",
-    [
-        # uniform row: -log(1/128) = 4.852; 127 tan(1/128) / (128 tan(1/128))^q
-        (np.full(B, 1.0 / B), 4.852, 0.992, 0.992),
-        # one negative holds 0.9, the other 127 entries (diagonal included) share 0.1
-        (np.r_[0.1 / 127, 0.9, np.full(B - 2, 0.1 / 127)], 7.147, 1.359, 0.9994),
-    ],
-)
-def test_acl_calibration_table_one_direction(row, active, comp_q0, comp_q1):
-    logits = _rows_logits(row)
-    log_p = F.log_softmax(logits / TAU, dim=1)
-    assert torch.allclose(log_p.exp()[0].double(), torch.tensor(row), atol=1e-6)
-    for q, expected in ((0.0, comp_q0), (1.0, comp_q1)):
-        a, c = acl_direction(log_p, torch.full((B,), q))
-        assert a.shape == c.shape == (B,)
-        assert abs(a[0].item() - active) < 1e-3
-        assert abs(c[0].item() - expected) < 1e-3
-
-
-def _softmax_np(x):
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def test_acl_two_directions_by_hand():
-    rng = np.random.default_rng(0)
-    s = rng.uniform(-1, 1, size=(3, 3))
-    y = np.array([1.0, 0.4, 0.0])
-    lam = 5.0
-    p_i2t, p_t2i = _softmax_np(s / TAU), _softmax_np(s.T / TAU)
-    active = -np.log(np.diag(p_i2t)) - np.log(np.diag(p_t2i))
-    comp = 0.0
-    for p in (p_i2t, p_t2i):
-        tan = np.tan(p)
-        comp = comp + (tan.sum(1) - np.diag(tan)) / tan.sum(1) ** (1 - y)
-    expected = np.mean(y * active) + lam * np.mean(comp)
-
-    out = acl_from_logits(torch.tensor(s / TAU, dtype=torch.float32), torch.tensor(y), lam=lam)
-    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
-    np.testing.assert_allclose(out.active.numpy(), active, rtol=1e-5)
-    np.testing.assert_allclose(out.complementary.numpy(), comp, rtol=1e-5)
-    np.testing.assert_allclose(out.p.numpy(), (np.diag(p_i2t) + np.diag(p_t2i)) / 2, rtol=1e-5)
-    assert not out.p.requires_grad
-
-
-def test_acl_labels_get_no_gradient_and_embeddings_do():
-    torch.manual_seed(0)
-    v = F.normalize(torch.randn(6, 4), dim=1).requires_grad_()
-    t = F.normalize(torch.randn(6, 4), dim=1).requires_grad_()
-    y = torch.rand(6, requires_grad=True)
-    acl_loss(v, t, y, TAU).loss.backward()
-    assert y.grad is None
-    assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
-    assert torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
-
-
-def test_acl_is_finite_under_bf16_autocast():
-    # |S| = 1 everywhere: logits of +-20, exp(20) = 4.9e8 overflows fp16
-    gen = torch.Generator().manual_seed(0)
-    sign = torch.randint(0, 2, (B, B), generator=gen).float() * 2 - 1
-    sign.fill_diagonal_(1.0)
-    y = torch.rand(B, generator=gen)
-    ref = acl_from_logits(sign / TAU, y).loss.item()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = acl_from_logits((sign / TAU).bfloat16(), y)
-    assert torch.isfinite(low.loss) and torch.isfinite(low.p).all()
-    assert low.loss.dtype == torch.float32
-    assert low.loss.item() == pytest.approx(ref, rel=1e-3)  # +-20 is exact in bf16
-    half = acl_from_logits((sign / TAU).half(), y)  # a raw exp(20) would be inf in fp16
-    assert half.loss.item() == pytest.approx(ref, rel=1e-3)
-
-    # from embeddings: the similarity is computed in float32 despite autocast
-    v = F.normalize(torch.randn(B, 16, generator=gen), dim=1)
-    t = F.normalize(v + 0.3 * torch.randn(B, 16, generator=gen), dim=1)
-    ref = acl_loss(v, t, y, TAU).loss
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = acl_loss(v.bfloat16(), t.bfloat16(), y, TAU)
-    assert torch.isfinite(low.loss)
-    assert low.loss.item() == pytest.approx(ref.item(), rel=2e-2)  # bf16 embeddings only
-
-
-def test_acl_same_image_mask():
-    torch.manual_seed(0)
-    logits = torch.randn(4, 4) / TAU
-    y = torch.ones(4)
-    no_dup = torch.eye(4, dtype=torch.bool)
-    assert acl_from_logits(logits, y, exclude=no_dup).loss.item() == pytest.approx(
-        acl_from_logits(logits, y).loss.item()
-    )
-    dup = no_dup.clone()
-    dup[0, 1] = dup[1, 0] = True  # captions 0 and 1 describe the same image
-    log_i2t, log_t2i = in_batch_log_probs(logits, dup)
-    assert log_i2t.exp()[0, 1] == 0 and log_t2i.exp()[1, 0] == 0
-    assert torch.allclose(log_i2t.exp().sum(1), torch.ones(4))
-    assert (matching_probability(logits, dup)[:2] > matching_probability(logits)[:2]).all()
-    assert torch.isfinite(acl_from_logits(logits, y, exclude=dup).loss)
 
 
 # SCC -------------------------------------------------------------------------
@@ -280,8 +162,8 @@ def test_stage_restart_reinitialises_network_and_optimiser_but_keeps_labels():
     method.fit(data, progress=False)
     assert len(method.starts) == len(method.ends) == 2
     for stage, start in enumerate(method.starts):
-        seed_everything(stage_seed(5, stage))
-        fresh = build_dual_encoder(method.config, data).state_dict()
+        with seeded(stage_seed(5, stage)):
+            fresh = build_dual_encoder(method.config, data).state_dict()
         for k in fresh:
             assert torch.equal(start["params"][k], fresh[k]), (stage, k)
         assert start["opt_state"] == 0  # new AdamW: no moments yet
@@ -367,7 +249,7 @@ def test_checkpoint_round_trip(tmp_path):
     method = CRCLMethod(stages=(1, 1), warmup_epochs=1, seed=0, **SMALL).fit(data, progress=False)
     before = method.score(data, progress=False)
     path = method.save(tmp_path / "crcl.safetensors")
-    loaded = CorrespondenceMethod.load(path)
+    loaded = load_method(path)
     assert isinstance(loaded, CRCLMethod) and loaded.config == method.config
     after = loaded.score(data, progress=False)
     np.testing.assert_allclose(after.confidence, before.confidence, atol=1e-6)
@@ -389,13 +271,13 @@ def test_cnn_tower_trains_scores_and_round_trips(tmp_path):
         pixels[cls == k, :, (k // 2) * 4 : (k // 2) * 4 + 4, (k % 2) * 4 : (k % 2) * 4 + 4] += 180
     texts = (np.eye(4)[cls] + 0.1 * rng.normal(size=(n, 4))).astype(np.float32)
     data = PairData(images=pixels, texts=texts, image_index=np.arange(n))
-    method = CRCLMethod(towers="cnn", stages=(1, 1), warmup_epochs=1, batch_size=32, seed=0, **{
+    method = CRCLMethod(stages=(1, 1), warmup_epochs=1, batch_size=32, seed=0, **{
         k: v for k, v in SMALL.items() if k != "batch_size"
     })
     method.fit(data, progress=False)
     before = method.score(data, progress=False)
     assert np.isfinite(before.confidence).all() and before.label.shape == (n,)
-    loaded = CorrespondenceMethod.load(method.save(tmp_path / "cnn.safetensors"))
+    loaded = load_method(method.save(tmp_path / "cnn.safetensors"))
     after = loaded.score(data, progress=False)
     np.testing.assert_allclose(after.confidence, before.confidence, atol=1e-6)
     np.testing.assert_allclose(after.similarity, before.similarity, atol=1e-6)

@@ -1,37 +1,33 @@
-"""End-to-end training of an open_clip model under the methods' heads
-(``towers="open_clip"``), with open_clip's real code and random weights:
-images read lazily from real photos, captions as token ids."""
+"""End-to-end training of an open_clip model under the methods' heads (the
+``open_clip_finetune`` recipe's inputs), with open_clip's real code and random
+weights: images read lazily from real photos, captions as token ids."""
 import numpy as np
 import pytest
 import torch
 
 from fiftyone_ncl.core.data import PairData
-from fiftyone_ncl.core.methods import CorrespondenceMethod, build_method
-from fiftyone_ncl.core.disncl import build_disncl_net
+from fiftyone_ncl.core.methods.disncl.nets import build_disncl_net
 from fiftyone_ncl.core.nets import build_dual_encoder
-from fiftyone_ncl.core.towers import LazyImages, open_clip_backbone
-from fiftyone_ncl.core.training import seed_everything
+from fiftyone_ncl.core.registry import build_method, load_method
+from fiftyone_ncl.core.training import seeded
+from fiftyone_ncl.encoders import OpenClipEncoder
 
-SMALL = dict(
-    towers="open_clip", clip_model="ViT-S-32", clip_pretrained=None, batch_size=4,
-    embed_dim=32, hidden_dim=64, eval_batch_size=8,
-)
+SMALL = dict(batch_size=4, embed_dim=32, hidden_dim=64, eval_batch_size=8)
 
 
 @pytest.fixture(scope="module")
 def photo_pairs(skimage_photos):
-    _, preprocess, tokenizer = open_clip_backbone("ViT-S-32", None)
     paths = [p for p, _ in skimage_photos[:8]]
     captions = [c for _, c in skimage_photos[:8]]
-    images = LazyImages(paths, preprocess)
-    texts = tokenizer(captions).numpy().astype(np.int64)
-    return PairData(images=images, texts=texts, image_index=np.arange(8), joint_space=True)
+    images, tokens, backbone = OpenClipEncoder("ViT-S-32", None, device="cpu").training_inputs(paths, captions)
+    return PairData(images=images, texts=tokens, image_index=np.arange(8), joint_space=True, backbone=backbone)
 
 
 def test_lazy_images_load_batches(photo_pairs):
     batch = photo_pairs.images.load([3, 0])
     assert batch.shape == (2, 3, 224, 224) and batch.dtype == torch.float32
     assert photo_pairs.images.shape == (8, 3, 224, 224) and photo_pairs.spec()["texts"] == [77]
+    assert photo_pairs.towers == "open_clip" and photo_pairs.spec()["clip_model"] == "ViT-S-32"
 
 
 @pytest.mark.parametrize(
@@ -48,10 +44,10 @@ def test_methods_fine_tune_open_clip_and_checkpoint(photo_pairs, method, options
 
     # the same seeded build, untrained: the backbone's weights must have moved
     build = build_dual_encoder if method == "crcl" else build_disncl_net
-    seed_everything(0)
-    initial = build(m.config, photo_pairs)
-    seed_everything(0)
-    twin = build(m.config, photo_pairs)
+    with seeded(0):
+        initial = build(m.config, photo_pairs)
+    with seeded(0):
+        twin = build(m.config, photo_pairs)
     start = dict(initial.backbone.named_parameters())
     assert all(torch.equal(p, start[n]) for n, p in twin.backbone.named_parameters())  # the build is seeded
     moved = [n for n, p in net.backbone.named_parameters() if not torch.equal(p.detach(), start[n].detach())]
@@ -64,6 +60,6 @@ def test_methods_fine_tune_open_clip_and_checkpoint(photo_pairs, method, options
 
     path = tmp_path / ("%s.safetensors" % method)
     m.save(path)
-    loaded = CorrespondenceMethod.load(path)
+    loaded = load_method(path)
     again = loaded.score(photo_pairs, progress=False)
     np.testing.assert_allclose(again.similarity, scores.similarity, atol=1e-4)

@@ -25,7 +25,8 @@ Deviations from the official code, all deliberate:
   With one caption per image (Flickr30K-style batches almost never hold two)
   this changes nothing; on small multi-caption collections it keeps clean
   pairs from being pushed apart and from getting p ~ 1/2.
-* Seeded: stage k rebuilds its network after ``seed_everything(stage_seed(seed, k))``.
+* Seeded: stage k builds and trains its network under
+  ``seeded(stage_seed(seed, k))`` with its own batch-order generator.
 """
 import hashlib
 import logging
@@ -35,13 +36,12 @@ import numpy as np
 import torch
 
 from fiftyone_ncl.core.acl import acl_from_logits, matching_probability
-from fiftyone_ncl.core.losses import similarity_logits
 from fiftyone_ncl.core.alignment import DeviceInputs, encode_all
-from fiftyone_ncl.core.calibration import clean_probability
 from fiftyone_ncl.core.data import PairScores
-from fiftyone_ncl.core.methods import CorrespondenceMethod, pair_similarity, register_method
+from fiftyone_ncl.core.losses import similarity_logits
+from fiftyone_ncl.core.methods.base import CorrespondenceMethod
 from fiftyone_ncl.core.nets import build_dual_encoder
-from fiftyone_ncl.core.reference import reference_scores
+from fiftyone_ncl.core.reference import reference_confidence
 from fiftyone_ncl.core.training import (
     Progress,
     Stepper,
@@ -49,11 +49,13 @@ from fiftyone_ncl.core.training import (
     amp_dtype,
     autocast,
     epoch_batches,
+    make_generator,
     make_optimizer,
     resolve_device,
     same_image_mask,
-    seed_everything,
+    seeded,
 )
+from fiftyone_ncl.core.vectors import pair_similarity
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +152,7 @@ class CRCLConfig(TrainConfig):
         mask_same_image: leave other captions of the same image out of the
             in-batch softmaxes (see the module docstring)
         reference_sets: number of seeded negative sets used to score
+            (DisNCL's ``ref_sets``; either name is accepted)
     """
 
     stages: tuple = (6, 6, 6, 25)
@@ -180,7 +183,6 @@ class CRCLConfig(TrainConfig):
         return self.warmup_epochs + self.stages[stage]
 
 
-@register_method
 class CRCLMethod(CorrespondenceMethod):
     """CRCL (ACL + SCC with self-refining stages).
 
@@ -201,6 +203,8 @@ class CRCLMethod(CorrespondenceMethod):
     config_cls = CRCLConfig
     trains = True
     network_attr = "model"
+    checkpoint_extras = ("scc_labels",)
+    output_fields = ("label",)
     form_options = ("stages", "warmup_epochs", "device", "seed")
 
     def __init__(self, **kwargs):
@@ -241,8 +245,12 @@ class CRCLMethod(CorrespondenceMethod):
         return self
 
     def _fit_stage(self, stage, data, inputs, device, dtype, bar):
+        with seeded(stage_seed(self.config.seed, stage)):
+            self._train_stage(stage, data, inputs, device, dtype, bar)
+
+    def _train_stage(self, stage, data, inputs, device, dtype, bar):
         cfg = self.config
-        generator = seed_everything(stage_seed(cfg.seed, stage))
+        generator = make_generator(stage_seed(cfg.seed, stage))
         model = build_dual_encoder(cfg, data).to(device).train()
         optimizer = make_optimizer(model.parameters(), cfg)
         stepper = Stepper(optimizer, model.parameters(), cfg.grad_clip, dtype)
@@ -323,21 +331,15 @@ class CRCLMethod(CorrespondenceMethod):
             img, txt = self.embed(data)
             bar.update()
             sim = pair_similarity(img, txt, data.image_index)
-            ref_prob, ref_loss = reference_scores(
-                img,
-                txt,
-                data.image_index,
-                cfg.tau,
-                n_negatives=cfg.batch_size - 1,
-                n_sets=cfg.reference_sets,
-                seed=cfg.seed,
-            )
             bar.update()
-            confidence, fit = clean_probability(ref_loss, higher_is_clean=False, seed=cfg.seed)
+            confidence, ref_loss, ref_prob, fit = reference_confidence(
+                img, txt, data.image_index, cfg.tau, cfg.batch_size, n_sets=cfg.reference_sets, seed=cfg.seed
+            )
             bar.update()
         label = self.labels.copy() if self.is_training_data(data) else None
         info = {
-            "space": "crcl-heads" if cfg.towers == "frozen" else "crcl-%s" % cfg.towers,
+            "space": "crcl-heads" if self.input_spec().get("towers", "frozen") == "frozen"
+            else "crcl-%s" % self.input_spec()["towers"],
             "history": list(self.history),
             "stages": list(self.stage_history),
             "calibration": fit.to_dict() if fit is not None else "none: reference losses are constant",
@@ -367,8 +369,8 @@ class CRCLMethod(CorrespondenceMethod):
     # checkpoints: the network plus the SCC labels and the training data's
     # fingerprint (labels apply only to the pairs they were refined on)
 
-    def _build_network(self, data, pretrained=True):
-        return build_dual_encoder(self.config, data, pretrained=pretrained)
+    def _build_network(self, data):
+        return build_dual_encoder(self.config, data)
 
     def state_dict(self):
         state = super().state_dict()
@@ -384,7 +386,7 @@ class CRCLMethod(CorrespondenceMethod):
     def _build_for(self, spec):
         if not spec:
             return
-        super()._build_for({"images": list(spec["images"]), "texts": list(spec["texts"])})
+        super()._build_for({k: v for k, v in spec.items() if k != "train_fingerprint"})
         self._fingerprint = spec.get("train_fingerprint")
 
     def load_state_dict(self, state):

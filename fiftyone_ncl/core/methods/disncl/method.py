@@ -38,30 +38,25 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from fiftyone_ncl.core.alignment import DeviceInputs
-from fiftyone_ncl.core.calibration import clean_probability
 from fiftyone_ncl.core.data import PairScores
-from fiftyone_ncl.core.losses import infonce, similarity_logits
-from fiftyone_ncl.core.methods import CorrespondenceMethod, pair_similarity, register_method
-from fiftyone_ncl.core.mi import (
-    CLUB,
-    mlp,
-    SeparableCritic,
-    critic_infonce,
-    estimate_club_mi,
-    estimate_infonce_mi,
-    grad_reverse,
+from fiftyone_ncl.core.methods.base import CorrespondenceMethod
+from fiftyone_ncl.core.methods.disncl.nets import build_disncl_net
+from fiftyone_ncl.core.methods.disncl.terms import (
+    club_fit_loss,
+    critic_loss,
+    exclusivity_loss,
+    invariance_loss,
+    match_loss,
+    mi_regulariser,
 )
-from fiftyone_ncl.core.nets import ProjectionHead
-from fiftyone_ncl.core.towers import build_towers
-from fiftyone_ncl.core.reference import reference_scores
-from fiftyone_ncl.core.soft_targets import hard_targets, soft_cross_entropy, soft_targets
+from fiftyone_ncl.core.mi import estimate_club_mi, estimate_infonce_mi
+from fiftyone_ncl.core.reference import reference_confidence
 from fiftyone_ncl.core.training import (
     Progress,
     Stepper,
@@ -71,11 +66,13 @@ from fiftyone_ncl.core.training import (
     autocast,
     embed_rows,
     epoch_batches,
+    make_generator,
     make_optimizer,
     resolve_device,
     same_image_mask,
-    seed_everything,
+    seeded,
 )
+from fiftyone_ncl.core.vectors import normalize_rows, pair_similarity
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +122,7 @@ class DisNCLConfig(TrainConfig):
         club_steps: CLUB q updates per training step (on detached features)
         club_lr: learning rate of CLUB's own optimiser
         club_hidden: hidden width of CLUB's q
-        ref_sets: reference negative sets averaged for the per-pair loss
+        reference_sets: reference negative sets averaged for the per-pair loss
         min_noisy_fraction: NCR's safeguard, for the training split only: when
             fewer pairs than this fraction are judged noisy, the highest-loss
             ones get w = 0 (the exported confidence is not changed)
@@ -162,158 +159,11 @@ class DisNCLConfig(TrainConfig):
     club_steps: int = 5
     club_lr: float = 3e-3
     club_hidden: int = 256
-    ref_sets: int = 4
+    reference_sets: int = 4
     min_noisy_fraction: float = 0.01
     mi_diagnostics: bool = True
     mi_samples: int = 2048
     mi_steps: int = 300
-
-
-class MIIHead(nn.Module):
-    """MII head: :class:`~fiftyone_ncl.core.nets.ProjectionHead` for the mean,
-    optionally a linear log-variance (stochastic head). Returns the mean, the
-    log-variance (None when deterministic) and the unit-norm feature ``z``
-    (of a sample when ``sample``, else of the mean)."""
-
-    def __init__(self, in_dim, hidden_dim, out_dim, stochastic=False):
-        super().__init__()
-        self.mean = ProjectionHead(in_dim, hidden_dim, out_dim, normalize=False)
-        self.logvar = None
-        if stochastic:
-            self.logvar = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim))
-            nn.init.zeros_(self.logvar[1].weight)
-            nn.init.constant_(self.logvar[1].bias, -4.0)
-
-    def forward(self, h, sample=False):
-        mu = self.mean(h)
-        logvar = self.logvar(h).clamp(-12.0, 4.0) if self.logvar is not None else None
-        u = mu
-        if sample and logvar is not None:
-            u = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        return mu, logvar, F.normalize(u, dim=-1)
-
-
-class MEIHead(nn.Module):
-    """MEI head: :class:`~fiftyone_ncl.core.nets.ProjectionHead` followed by a
-    non-affine LayerNorm, so the feature has a fixed scale (the CLUB bound and
-    the critics cannot be fooled by shrinking it)."""
-
-    def __init__(self, in_dim, hidden_dim, out_dim):
-        super().__init__()
-        self.head = ProjectionHead(in_dim, hidden_dim, out_dim, normalize=False)
-        self.out_dim = out_dim
-
-    def forward(self, h):
-        return F.layer_norm(self.head(h), (self.out_dim,))
-
-
-class DisNCLNet(nn.Module):
-    """Towers, MII / MEI heads and decoders of both modalities, plus the
-    critics and CLUB estimators (trained by their own optimisers; saved with
-    the rest so a checkpoint holds the whole state)."""
-
-    def __init__(self, image_tower, image_dim, text_dim, config, text_tower=None, backbone=None):
-        super().__init__()
-        c = config
-        mei_dim = c.mei_dim or c.embed_dim
-        self.image_tower = image_tower
-        self.text_tower = text_tower if text_tower is not None else nn.Identity()
-        self.backbone = backbone  # shared by both towers (open_clip), registered once
-        # MEI and the decoders get a quarter of the MII heads' width: they
-        # carry what one modality alone explains and only have to make the
-        # reconstruction possible, and the full width made an epoch ~5x an
-        # InfoNCE head's
-        small = max(64, c.hidden_dim // 4)
-        self.mii_image = MIIHead(image_dim, c.hidden_dim, c.embed_dim, c.stochastic)
-        self.mii_text = MIIHead(text_dim, c.hidden_dim, c.embed_dim, c.stochastic)
-        self.mei_image = MEIHead(image_dim, small, mei_dim)
-        self.mei_text = MEIHead(text_dim, small, mei_dim)
-        dec_hidden = small
-        self.dec_image = mlp(c.embed_dim + mei_dim, dec_hidden, image_dim, norm=False)
-        self.dec_text = mlp(c.embed_dim + mei_dim, dec_hidden, text_dim, norm=False)
-        # critic_image tries to match e_V (MEI of images) to z_T; critic_text e_T to z_V
-        self.critic_image = SeparableCritic(mei_dim, c.embed_dim, c.critic_hidden, c.critic_dim, c.critic_clip)
-        self.critic_text = SeparableCritic(mei_dim, c.embed_dim, c.critic_hidden, c.critic_dim, c.critic_clip)
-        # q(e | z) within each modality
-        self.club_image = CLUB(c.embed_dim, mei_dim, c.club_hidden)
-        self.club_text = CLUB(c.embed_dim, mei_dim, c.club_hidden)
-
-    def encoder_modules(self):
-        return [
-            self.image_tower,
-            self.text_tower,
-            self.backbone if self.backbone is not None else nn.Identity(),
-            self.mii_image,
-            self.mii_text,
-            self.mei_image,
-            self.mei_text,
-            self.dec_image,
-            self.dec_text,
-        ]
-
-    def encoder_parameters(self):
-        return [p for m in self.encoder_modules() for p in m.parameters()]
-
-    def critic_parameters(self):
-        return list(self.critic_image.parameters()) + list(self.critic_text.parameters())
-
-    def club_parameters(self):
-        return list(self.club_image.parameters()) + list(self.club_text.parameters())
-
-    def side(self, x, modality, sample=False):
-        """Everything one modality produces: ``h, mu, logvar, z, e``."""
-        if modality == "image":
-            h = self.image_tower(x)
-            mu, logvar, z = self.mii_image(h, sample)
-            e = self.mei_image(h)
-        else:
-            h = self.text_tower(x)
-            mu, logvar, z = self.mii_text(h, sample)
-            e = self.mei_text(h)
-        return {"h": h, "mu": mu, "logvar": logvar, "z": z, "e": e}
-
-    def reconstruct(self, z, e, modality):
-        dec = self.dec_image if modality == "image" else self.dec_text
-        return dec(torch.cat([z, e], dim=-1))
-
-    def encode_image(self, x):
-        return self.mii_image(self.image_tower(x))[2]
-
-    def encode_text(self, x):
-        return self.mii_text(self.text_tower(x))[2]
-
-    def embed_image(self, x):
-        """``[z, e]`` of images (eval mode: z from the mean)."""
-        out = self.side(x, "image")
-        return torch.cat([out["z"], out["e"]], dim=-1)
-
-    def embed_text(self, x):
-        out = self.side(x, "text")
-        return torch.cat([out["z"], out["e"]], dim=-1)
-
-
-def build_disncl_net(config, data, pretrained=True):
-    """A :class:`DisNCLNet` sized for ``data`` under ``config``."""
-    image_tower, image_dim, text_tower, text_dim, backbone = build_towers(config, data, pretrained=pretrained)
-    return DisNCLNet(image_tower, image_dim, text_dim, config, text_tower=text_tower, backbone=backbone)
-
-
-def symmetric_gaussian_kl(mu_a, logvar_a, mu_b, logvar_b):
-    """(B,) ``KL(a||b) + KL(b||a)`` of diagonal Gaussians, averaged over dims."""
-    mu_a, mu_b = mu_a.float(), mu_b.float()
-    logvar_a, logvar_b = logvar_a.float(), logvar_b.float()
-    var_a, var_b = logvar_a.exp(), logvar_b.exp()
-    diff2 = (mu_a - mu_b) ** 2
-    kl_ab = 0.5 * (logvar_b - logvar_a + (var_a + diff2) / var_b - 1.0)
-    kl_ba = 0.5 * (logvar_a - logvar_b + (var_b + diff2) / var_a - 1.0)
-    return (kl_ab + kl_ba).mean(-1)
-
-
-def fixed_variance_kl(z_a, z_b, sigma):
-    """(B,) symmetric KL between ``N(z_a, sigma^2 I)`` and ``N(z_b, sigma^2 I)``:
-    ``||z_a - z_b||^2 / sigma^2`` (the deterministic heads' version of the
-    KL between MII posteriors)."""
-    return ((z_a.float() - z_b.float()) ** 2).sum(-1) / float(sigma) ** 2
 
 
 class _Frozen:
@@ -332,7 +182,48 @@ class _Frozen:
             p.requires_grad_(True)
 
 
-@register_method
+class _Optimisers(NamedTuple):
+    encoders: Stepper  # towers, MII/MEI heads, decoders
+    critic: torch.optim.Optimizer  # the adversarial critics (own loss)
+    club: torch.optim.Optimizer  # CLUB's q (own loss)
+
+
+class _Schedule:
+    """Step-indexed ramps: the gradient-reversal coefficient (0 -> 1 over
+    ``grl_ramp_epochs``) and the confidence-dependent parts (0 -> 1 over
+    ``ramp_epochs`` after warm-up)."""
+
+    def __init__(self, config, n_batches):
+        self.grl_steps = max(1, config.grl_ramp_epochs * n_batches)
+        self.warm_steps = config.warmup_epochs * n_batches
+        self.ramp_steps = max(1, config.ramp_epochs * n_batches)
+
+    def grl(self, step):
+        return min(1.0, step / self.grl_steps)
+
+    def ramp(self, step):
+        return min(1.0, (step - self.warm_steps + 1) / self.ramp_steps)
+
+
+class _EpochState:
+    """What the epoch's split sets for its steps: the per-pair clean
+    confidences ``w`` and the teachers of the soft targets."""
+
+    def __init__(self, w, ema=None, dtype=None):
+        self.w = w
+        self.ema = ema
+        self.dtype = dtype
+        self.teacher_img = self.teacher_txt = None
+
+
+def _inner_step(optimizer, loss):
+    """One optimiser step of an estimator with its own loss; returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 class DisNCLMethod(CorrespondenceMethod):
     """DisNCL: MII/MEI disentanglement, soft many-to-many targets and a
     clean/noisy split in MII space."""
@@ -341,6 +232,7 @@ class DisNCLMethod(CorrespondenceMethod):
     config_cls = DisNCLConfig
     trains = True
     network_attr = "net"
+    output_fields = ("mii_image", "mii_text", "mei_image", "mei_text")
     form_options = ("epochs", "warmup_epochs", "gamma", "device", "seed")
 
     def __init__(self, **kwargs):
@@ -362,166 +254,113 @@ class DisNCLMethod(CorrespondenceMethod):
         return self.config.tau if self.config.tau_mi is None else self.config.tau_mi
 
     def fit(self, data, progress=True):
+        with seeded(self.config.seed):
+            self._fit(data, progress)
+        self.fitted = True
+        return self
+
+    def _fit(self, data, progress):
         c = self.config
-        generator = seed_everything(c.seed)
+        generator = make_generator(c.seed)
         device = resolve_device(c.device)
         dtype = amp_dtype(device, c.amp)
-        self.net = build_disncl_net(c, data).to(device)
+        self.net = net = build_disncl_net(c, data).to(device).train()
         self._spec = data.spec()
-        net = self.net
-        net.train()
         inputs = DeviceInputs(data, device)
-
         enc_params = net.encoder_parameters()
-        stepper = Stepper(make_optimizer(enc_params, c), enc_params, c.grad_clip, dtype)
-        critic_opt = adam(net.critic_parameters(), c.critic_lr)
-        club_opt = adam(net.club_parameters(), c.club_lr)
+        opt = _Optimisers(
+            Stepper(make_optimizer(enc_params, c), enc_params, c.grad_clip, dtype),
+            adam(net.critic_parameters(), c.critic_lr),
+            adam(net.club_parameters(), c.club_lr),
+        )
         ema = None
         if c.teacher == "ema":
             ema = copy.deepcopy(net).eval()
             for p in ema.parameters():
                 p.requires_grad_(False)
 
-        n_pairs = data.n_pairs
-        n_batches = max(1, int(np.ceil(n_pairs / c.batch_size)))
-        grl_steps = max(1, c.grl_ramp_epochs * n_batches)
-        warm_steps = c.warmup_epochs * n_batches
-        ramp_steps = max(1, c.ramp_epochs * n_batches)
-        w_train = torch.ones(n_pairs, device=device)
-        teacher_img = teacher_txt = None
+        n_batches = max(1, int(np.ceil(data.n_pairs / c.batch_size)))
+        schedule = _Schedule(c, n_batches)
+        state = _EpochState(w=torch.ones(data.n_pairs, device=device), ema=ema, dtype=dtype)
         self.history = []
         step = 0
-        frac_clean = 1.0
         with Progress(c.epochs * n_batches, "disncl", progress) as bar:
             for epoch in range(c.epochs):
-                record = {"epoch": epoch}
+                record = {"epoch": epoch, "fraction_clean": 1.0}
                 filtering = epoch >= c.warmup_epochs
                 if filtering:
-                    img, txt, _, _ = self._embed_all(inputs)
-                    w, loss_ref, fit = self._reference_confidence(img, txt, data.image_index)
-                    w_np = self._training_weights(w, loss_ref)
-                    w_train = torch.as_tensor(w_np, dtype=torch.float32, device=device)
-                    frac_clean = float((w_np > 0.5).mean())
-                    record["fraction_clean"] = frac_clean
-                    record["mean_w"] = float(w_np.mean())
-                    record["calibration"] = fit.to_dict() if fit is not None else None
-                    if c.teacher == "epoch":
-                        teacher_img = torch.as_tensor(img, device=device)
-                        teacher_txt = torch.as_tensor(txt, device=device)
-                else:
-                    record["fraction_clean"] = 1.0
-
-                sums = {}
-                n_done = 0
-                for batch in epoch_batches(n_pairs, c.batch_size, generator):
-                    grl_coef = min(1.0, step / grl_steps)
-                    ramp = 0.0
-                    if filtering:
-                        ramp = min(1.0, (step - warm_steps + 1) / ramp_steps)
-                    terms = self._train_step(
-                        net, inputs, batch, w_train, ramp, grl_coef, teacher_img,
-                        teacher_txt, ema, stepper, critic_opt, club_opt, device, dtype,
-                    )
+                    record.update(self._split(inputs, data.image_index, state))
+                sums, n_done, ramp = {}, 0, 0.0
+                for batch in epoch_batches(data.n_pairs, c.batch_size, generator):
+                    ramp = schedule.ramp(step) if filtering else 0.0
+                    terms = self._train_step(inputs, batch, state, opt, ramp, schedule.grl(step))
                     if ema is not None:
                         self._update_ema(ema, net, c.ema_momentum)
                     step += 1
                     n_done += 1
                     for k, v in terms.items():
                         sums[k] = sums.get(k, 0.0) + v
-                    bar.update(epoch=epoch, loss=terms["loss"], clean=frac_clean)
+                    bar.update(epoch=epoch, loss=terms["loss"], clean=record["fraction_clean"])
                 record.update({k: v / max(1, n_done) for k, v in sums.items()})
-                record["grl_coef"] = min(1.0, step / grl_steps)
-                record["ramp"] = ramp if filtering else 0.0
+                record["grl_coef"] = schedule.grl(step)
+                record["ramp"] = ramp
                 self.history.append(record)
         net.eval()
-        self.fitted = True
-        return self
 
-    def _train_step(
-        self, net, inputs, batch, w_train, ramp, grl_coef, teacher_img, teacher_txt,
-        ema, stepper, critic_opt, club_opt, device, dtype,
-    ):
+    def _split(self, inputs, image_index, state):
+        """The epoch's clean/noisy split from the previous epoch's model:
+        updates ``state.w`` (and the epoch teacher); returns what the history
+        records of it."""
         c = self.config
+        img, txt, _, _ = self._embed_all(inputs)
+        w, loss_ref, _, fit = reference_confidence(
+            img, txt, image_index, c.tau, c.batch_size, n_sets=c.reference_sets, seed=c.seed
+        )
+        w = self._training_weights(w, loss_ref)
+        state.w = torch.as_tensor(w, dtype=torch.float32, device=inputs.device)
+        if c.teacher == "epoch":
+            state.teacher_img = torch.as_tensor(img, device=inputs.device)
+            state.teacher_txt = torch.as_tensor(txt, device=inputs.device)
+        return {
+            "fraction_clean": float((w > 0.5).mean()),
+            "mean_w": float(w.mean()),
+            "calibration": fit.to_dict() if fit is not None else None,
+        }
+
+    def _train_step(self, inputs, batch, state, opt, ramp, grl_coef):
+        """One step: the critics' and CLUB's inner fits on detached features,
+        then the encoders' step on the four terms of the objective."""
+        c, net = self.config, self.net
+        device = inputs.device
         x_img, x_txt, rows = inputs.batch(batch)
         bidx = torch.as_tensor(batch, device=device)
-        bw = w_train[bidx]
+        w = state.w[bidx]
         same = same_image_mask(rows)
-        with autocast(device, dtype):
+        with autocast(device, state.dtype):
             ov = net.side(x_img, "image", sample=c.stochastic)
             ot = net.side(x_txt, "text", sample=c.stochastic)
             rec_v = net.reconstruct(ov["z"], ov["e"], "image").float()
             rec_t = net.reconstruct(ot["z"], ot["e"], "text").float()
         z_v, z_t = ov["z"].float(), ot["z"].float()
-        e_v, e_t = ov["e"].float(), ot["e"].float()
+        detached = (z_v.detach(), z_t.detach(), ov["e"].float().detach(), ot["e"].float().detach())
 
-        # inner steps of the critics and of CLUB's q, on detached features
-        zv_d, zt_d, ev_d, et_d = z_v.detach(), z_t.detach(), e_v.detach(), e_t.detach()
         critic_fit = 0.0
         for _ in range(c.critic_steps):
-            lc = critic_infonce(net.critic_image(ev_d, zt_d), same, bw) + critic_infonce(
-                net.critic_text(et_d, zv_d), same, bw
-            )
-            critic_opt.zero_grad(set_to_none=True)
-            lc.backward()
-            critic_opt.step()
-            critic_fit = lc.item()
+            critic_fit = _inner_step(opt.critic, critic_loss(net, *detached, same, w))
         club_fit = 0.0
         for _ in range(c.club_steps):
-            lq = net.club_image.learning_loss(zv_d, ev_d) + net.club_text.learning_loss(zt_d, et_d)
-            club_opt.zero_grad(set_to_none=True)
-            lq.backward()
-            club_opt.step()
-            club_fit = lq.item()
+            club_fit = _inner_step(opt.club, club_fit_loss(net, *detached))
 
         with _Frozen(net.critic_parameters() + net.club_parameters()):
-            # L_match: soft many-to-many targets (hard targets before they ramp in)
-            logits = similarity_logits(z_v, z_t, c.tau)
+            teacher = None
             if ramp > 0 and c.use_soft_targets:
-                if ema is not None:
-                    with torch.no_grad(), autocast(device, dtype):
-                        t_img = ema.encode_image(x_img).float()
-                        t_txt = ema.encode_text(x_txt).float()
-                else:
-                    t_img, t_txt = teacher_img[rows], teacher_txt[bidx]
-                kw = dict(k=c.soft_k, tau_s=c.soft_tau, a0=c.soft_a0, ramp=ramp, min_mass=c.soft_min_mass)
-                y_vt, rw_vt, _ = soft_targets(t_img, bw, same, same_image_in_prior=True, **kw)
-                y_tv, rw_tv, _ = soft_targets(t_txt, bw, same, same_image_in_prior=False, **kw)
-                l_match = 0.5 * (
-                    soft_cross_entropy(logits, y_vt, rw_vt) + soft_cross_entropy(logits.T, y_tv, rw_tv)
-                )
-            else:
-                y = hard_targets(same)
-                rw = bw if (ramp > 0 and not c.use_soft_targets) else None
-                l_match = 0.5 * (soft_cross_entropy(logits, y, rw) + soft_cross_entropy(logits.T, y, rw))
-
-            # L_S: confidence-weighted InfoNCE (+ KL between the MII posteriors)
-            l_nce = infonce(z_v, z_t, self.tau_mi, positives=same, weights=bw)
-            confident = (bw > 0.5).float()
-            if c.stochastic:
-                kl = symmetric_gaussian_kl(ov["mu"], ov["logvar"], ot["mu"], ot["logvar"])
-            else:
-                kl = fixed_variance_kl(z_v, z_t, c.kl_sigma)
-            l_kl = (confident * kl).sum() / confident.sum().clamp_min(1.0)
-            l_s = l_nce + ramp * c.beta_s * l_kl
-
-            # L_X: reconstruction + adversarial critics through gradient reversal
-            tgt_v = F.layer_norm(ov["h"].float(), (rec_v.shape[-1],)).detach()
-            tgt_t = F.layer_norm(ot["h"].float(), (rec_t.shape[-1],)).detach()
-            l_rec = F.mse_loss(rec_v, tgt_v) + F.mse_loss(rec_t, tgt_t)
-            l_adv = critic_infonce(
-                net.critic_image(grad_reverse(e_v, grl_coef), z_t.detach()), same, bw
-            ) + critic_infonce(net.critic_text(grad_reverse(e_t, grl_coef), z_v.detach()), same, bw)
-            l_x = l_rec + c.beta_x * l_adv
-
-            # L_reg: CLUB upper bound on I(MII; MEI) within each modality
-            l_reg = net.club_image(z_v, e_v) + net.club_text(z_t, e_t)
-
-            loss = (
-                l_match
-                + c.lambda_dis * (c.gamma * l_s + (1.0 - c.gamma) * l_x)
-                + c.lambda_reg * l_reg
-            )
-            stepper.step(loss)
+                teacher = self._teacher(state, x_img, x_txt, rows, bidx)
+            l_match = match_loss(z_v, z_t, same, w, ramp, c, teacher)
+            l_s, l_nce, l_kl = invariance_loss(ov, ot, same, w, ramp, c, self.tau_mi)
+            l_x, l_rec, l_adv = exclusivity_loss(net, ov, ot, rec_v, rec_t, same, w, grl_coef, c.beta_x)
+            l_reg = mi_regulariser(net, ov, ot)
+            loss = l_match + c.lambda_dis * (c.gamma * l_s + (1.0 - c.gamma) * l_x) + c.lambda_reg * l_reg
+            opt.encoders.step(loss)
         return {
             "loss": loss.item(),
             "match": l_match.item(),
@@ -533,6 +372,15 @@ class DisNCLMethod(CorrespondenceMethod):
             "critic_fit": critic_fit,
             "club_fit": club_fit,
         }
+
+    @staticmethod
+    def _teacher(state, x_img, x_txt, rows, bidx):
+        """Detached features the soft targets' affinities come from: the EMA
+        copy's, or the previous epoch's eval-mode MII features."""
+        if state.ema is None:
+            return state.teacher_img[rows], state.teacher_txt[bidx]
+        with torch.no_grad(), autocast(x_img.device, state.dtype):
+            return state.ema.encode_image(x_img).float(), state.ema.encode_text(x_txt).float()
 
     @staticmethod
     @torch.no_grad()
@@ -566,23 +414,10 @@ class DisNCLMethod(CorrespondenceMethod):
         txt = embed_rows(net.embed_text, inputs.texts, bs, inputs.device, dtype)
         net.train(was_training)
         d = self.config.embed_dim
-        z_img = np.ascontiguousarray(img[:, :d])
-        z_txt = np.ascontiguousarray(txt[:, :d])
-        # re-normalise (autocast may have rounded)
-        z_img /= np.maximum(np.linalg.norm(z_img, axis=1, keepdims=True), 1e-12)
-        z_txt /= np.maximum(np.linalg.norm(z_txt, axis=1, keepdims=True), 1e-12)
+        # re-normalised: autocast may have rounded them
+        z_img = normalize_rows(np.ascontiguousarray(img[:, :d]), "MII image features", copy=False)
+        z_txt = normalize_rows(np.ascontiguousarray(txt[:, :d]), "MII caption features", copy=False)
         return z_img, z_txt, np.ascontiguousarray(img[:, d:]), np.ascontiguousarray(txt[:, d:])
-
-    def _reference_confidence(self, img, txt, image_index):
-        """Per-pair loss against the fixed reference negatives and its GMM
-        clean posterior: ``(w, loss, fit)``."""
-        c = self.config
-        n_neg = max(1, min(c.batch_size - 1, len(image_index) - 1))
-        _, loss = reference_scores(
-            img, txt, image_index, c.tau, n_negatives=n_neg, n_sets=c.ref_sets, seed=c.seed
-        )
-        w, fit = clean_probability(loss, higher_is_clean=False, seed=c.seed)
-        return w, loss, fit
 
     def score(self, data, progress=True):
         if self.net is None:
@@ -594,7 +429,9 @@ class DisNCLMethod(CorrespondenceMethod):
             z_img, z_txt, e_img, e_txt = self._embed_all(DeviceInputs(data, device))
             bar.update()
             sim = pair_similarity(z_img, z_txt, data.image_index)
-            confidence, loss_ref, fit = self._reference_confidence(z_img, z_txt, data.image_index)
+            confidence, loss_ref, _, fit = reference_confidence(
+                z_img, z_txt, data.image_index, c.tau, c.batch_size, n_sets=c.reference_sets, seed=c.seed
+            )
             bar.update(clean=float((confidence > 0.5).mean()))
             info = {
                 "space": "mii",
@@ -655,5 +492,5 @@ class DisNCLMethod(CorrespondenceMethod):
 
     # checkpoints ----------------------------------------------------------
 
-    def _build_network(self, data, pretrained=True):
-        return build_disncl_net(self.config, data, pretrained=pretrained)
+    def _build_network(self, data):
+        return build_disncl_net(self.config, data)

@@ -154,14 +154,26 @@ def make_captions(labels, seed=0, exclusive_fraction=0.5):
     return captions
 
 
-def class_of_caption(captions):
-    """Class id named by each caption (the ground truth of a pair's text)."""
-    out = np.full(len(captions), -1, dtype=np.int64)
-    # longest names first so "t-shirt" is not read as "shirt"
-    order = sorted(range(len(CLASS_NAMES)), key=lambda c: -len(CLASS_NAMES[c]))
-    for i, caption in enumerate(captions):
-        for c in order:
-            if " %s" % CLASS_NAMES[c] in " " + caption.split(",")[0]:
-                out[i] = c
-                break
-    return out
+def make_fmnist_captions(labels, seed, exclusive="instance"):
+    """Captions of the ``fmnist-captions`` benchmark.
+
+    Args:
+        labels: (n,) class ids
+        seed: random seed
+        exclusive ("instance"): the appended non-visual phrase: ``"instance"``
+            (a random phrase per caption, for half of them: variance no image
+            can explain, which lets a model memorise individual pairs),
+            ``"class"`` (tied to the class, :func:`make_captions`) or ``"none"``
+    """
+    if exclusive == "class":
+        return make_captions(labels, seed=seed)
+    rng = np.random.default_rng(seed)
+    base = make_captions(labels, seed=seed, exclusive_fraction=0.0)
+    if exclusive == "none":
+        return base
+    if exclusive != "instance":
+        raise ValueError("exclusive must be 'instance', 'class' or 'none', got %r" % exclusive)
+    phrases = EXCLUSIVE_PHRASES + MORE_PHRASES
+    extra = rng.random(len(labels)) < 0.5
+    pick = rng.integers(len(phrases), size=len(labels))
+    return [c + ", " + phrases[p] if x else c for c, x, p in zip(base, extra, pick)]

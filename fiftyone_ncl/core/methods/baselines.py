@@ -17,14 +17,10 @@ import numpy as np
 from fiftyone_ncl.core.alignment import DeviceInputs, encode_all, train_infonce
 from fiftyone_ncl.core.calibration import clean_probability
 from fiftyone_ncl.core.data import PairScores
-from fiftyone_ncl.core.methods import (
-    CorrespondenceMethod,
-    l2_normalize,
-    pair_similarity,
-    register_method,
-)
+from fiftyone_ncl.core.methods.base import CorrespondenceMethod
 from fiftyone_ncl.core.nets import build_dual_encoder
-from fiftyone_ncl.core.training import TrainConfig, resolve_device, seed_everything
+from fiftyone_ncl.core.training import TrainConfig, make_generator, resolve_device, seeded
+from fiftyone_ncl.core.vectors import normalize_rows, pair_similarity
 
 
 @dataclass
@@ -40,7 +36,6 @@ class BaselineConfig(TrainConfig):
     train_heads: bool = None
 
 
-@register_method
 class CosineMethod(CorrespondenceMethod):
     """Cosine similarity of each pair (uncalibrated confidence ``(1+s)/2``)."""
 
@@ -57,7 +52,7 @@ class CosineMethod(CorrespondenceMethod):
 
     def uses_heads(self, data):
         """Whether heads must be trained to put ``data`` in one space."""
-        if data.image_is_pixels or self.config.towers != "frozen":
+        if data.towers != "frozen":
             return True
         if self.config.train_heads is not None:
             return bool(self.config.train_heads)
@@ -68,12 +63,23 @@ class CosineMethod(CorrespondenceMethod):
             self._check_raw_space(data)
             self.fitted = True
             return self
-        generator = seed_everything(self.config.seed)
-        self.model = build_dual_encoder(self.config, data)
-        self._spec = data.spec()
-        _, self.history = train_infonce(
-            self.model, data, self.config, generator, progress=progress, desc="%s heads" % self.name
-        )
+        with seeded(self.config.seed):
+            self.model = build_dual_encoder(self.config, data)
+            self._spec = data.spec()
+            _, self.history = train_infonce(
+                self.model, data, self.config, make_generator(self.config.seed), progress=progress,
+                desc="%s heads" % self.name,
+            )
+        self.fitted = True
+        return self
+
+    def adopt_fit(self, other):
+        """Takes over the fitted heads of another baseline with the same
+        options (``gmm`` after ``cosine``: they differ only in calibration),
+        instead of training the same heads twice; returns self."""
+        if not isinstance(other, CosineMethod) or not other.fitted or other.config != self.config:
+            raise ValueError("only a fitted cosine/gmm baseline with the same options can be adopted")
+        self.model, self._spec, self.history = other.model, other._spec, list(other.history)
         self.fitted = True
         return self
 
@@ -92,7 +98,7 @@ class CosineMethod(CorrespondenceMethod):
             if self.uses_heads(data):
                 raise ValueError("method %r must be fitted before scoring" % self.name)
             self._check_raw_space(data)
-            return l2_normalize(data.images), l2_normalize(data.texts)
+            return normalize_rows(data.images, "image embeddings"), normalize_rows(data.texts, "caption embeddings")
         device = resolve_device(self.config.device)
         self.model.to(device)
         return encode_all(self.model, DeviceInputs(data, device), self.config)
@@ -118,11 +124,10 @@ class CosineMethod(CorrespondenceMethod):
 
     # checkpoints
 
-    def _build_network(self, data, pretrained=True):
-        return build_dual_encoder(self.config, data, pretrained=pretrained)
+    def _build_network(self, data):
+        return build_dual_encoder(self.config, data)
 
 
-@register_method
 class GMMMethod(CosineMethod):
     """Cosine calibrated per dataset by a 2-component Gaussian mixture."""
 
