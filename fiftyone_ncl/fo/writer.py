@@ -1,11 +1,14 @@
-"""Writing a run's fields so that a failure leaves the dataset as it was.
+"""Writing fields so that whatever stops the write leaves the dataset as it
+was, as it is meant to be after, or marked for :func:`~fiftyone_ncl.repair_run`.
 
 Fields are written with keyed ``set_values`` (:meth:`FieldWriter.set`) or,
 for a run's many per-sample fields, one bulk update per sample carrying all
-of them (:meth:`FieldWriter.set_many`). The writer remembers which
-fields it created and backs up the current values of fields it overwrites;
-if anything raises (including KeyboardInterrupt) before :meth:`commit`,
-created fields are deleted and overwritten ones restored.
+of them (:meth:`FieldWriter.set_many`). Before a field changes, the writer
+records in the run key's journal (:mod:`fiftyone_ncl.fo.journal`, in the
+database) that it creates it, or copies its current values server-side. If
+anything raises (including KeyboardInterrupt) before :meth:`commit`, the
+journal is undone: created fields deleted, others restored. If the process
+dies instead, the journal stays and the run key reads as incomplete.
 """
 import logging
 from datetime import datetime
@@ -20,42 +23,59 @@ _CHUNK = 10_000  # update operations sent per bulk write
 logger = logging.getLogger(__name__)
 
 
+def field_spec(field):
+    """A field's schema entry as a dict (to add it back after a delete)."""
+    import fiftyone.core.odm.dataset as food
+
+    spec = dict(food.SampleFieldDocument.from_field(field).to_dict())
+    spec.pop("created_at", None)
+    return spec
+
+
 class FieldWriter:
-    """Transactional field writes on a collection's dataset.
+    """Journaled field writes on a collection's dataset.
 
-    Use as a context manager::
+    Use as a context manager, with the :class:`~fiftyone_ncl.fo.journal.Journal`
+    of the run key (:func:`~fiftyone_ncl.fo.journal.run_lock`)::
 
-        with FieldWriter(samples) as writer:
-            writer.set("ncl_confidence", {id: 0.9, ...}, fof.FloatField)
-            ...
-            writer.commit()
+        with run_lock(samples, "ncl", "my write") as journal:
+            with FieldWriter(samples, journal) as writer:
+                writer.set("ncl_confidence", {id: 0.9, ...}, fof.FloatField)
+                ...
+                writer.commit()
     """
 
-    def __init__(self, samples):
+    def __init__(self, samples, journal):
         self.samples = samples
         self.dataset = samples._dataset
-        self._created = []
-        self._backups = {}
-        self._deleted = {}
+        self.journal = journal
         self._committed = False
 
     def _existing(self):
         return self.dataset.get_field_schema()
 
-    def backup(self, field):
-        """Saves the current values of ``field`` on the whole dataset so they
-        can be restored (or notes that it did not exist)."""
-        if field in self._backups or field in self._created:
-            return
-        if field in self._existing():
-            ids, values = self.dataset.values(["id", field])
-            self._backups[field] = dict(zip(ids, values))
-        else:
-            self._created.append(field)
+    def backup(self, field, ids=None):
+        """Records ``field`` before it changes: its current values (on
+        ``ids``, or every sample) are copied to the journal, or, when it does
+        not exist, it is recorded as created by this write."""
+        self.backup_many([field], ids)
 
-    def declare(self, field, ftype, subfield=None, info=None, description=None):
+    def backup_many(self, fields, ids=None):
+        """:meth:`backup` of several fields in one pass over the samples."""
+        todo = [f for f in fields if not self.journal.is_recorded(f)]
+        if not todo:
+            return
+        schema = self._existing()
+        existing = [f for f in todo if f in schema]
+        for f in todo:
+            if f not in schema:
+                self.journal.record_created(f)
+        if existing:
+            self.journal.backup(existing, ids)
+
+    def declare(self, field, ftype, subfield=None, info=None, description=None, ids=None):
         """Declares ``field`` with an explicit type if it does not exist."""
-        self.backup(field)
+        self.backup(field, ids)
         if field not in self._existing():
             kwargs = {}
             if subfield is not None:
@@ -68,10 +88,11 @@ class FieldWriter:
 
     def set(self, field, values_by_id, ftype=None, subfield=None, info=None, description=None):
         """Writes ``{sample_id: value}`` into ``field``."""
+        ids = list(values_by_id)
         if ftype is not None:
-            self.declare(field, ftype, subfield=subfield, info=info, description=description)
+            self.declare(field, ftype, subfield=subfield, info=info, description=description, ids=ids)
         else:
-            self.backup(field)
+            self.backup(field, ids)
         if values_by_id:
             self.dataset.set_values(field, values_by_id, key_field="id", validate=False)
 
@@ -88,6 +109,7 @@ class FieldWriter:
             columns: dict field -> ``(values, ftype, subfield, description)``
                 with ``values`` aligned with ``ids``
         """
+        self.backup_many(list(columns))
         for field, (_, ftype, subfield, description) in columns.items():
             self.declare(field, ftype, subfield=subfield, description=description)
         schema = self.dataset.get_field_schema()
@@ -109,6 +131,7 @@ class FieldWriter:
                     update[f] = enc(v) if enc is not None and v is not None else v
                 ops.append(UpdateOne({"_id": ObjectId(_id)}, {"$set": update}))
             self._write_chunk(ops, chunk)
+            self.journal.heartbeat()
 
     def _write_chunk(self, ops, ids):
         self.dataset._bulk_write(ops, ids=ids)
@@ -125,36 +148,37 @@ class FieldWriter:
         """Deletes ``field`` (restored on rollback)."""
         if field in self._existing():
             self.backup(field)
-            self._deleted[field] = self.dataset.get_field(field)
+            self.journal.record_deleted(field, field_spec(self.dataset.get_field(field)))
             self.dataset.delete_sample_field(field)
 
-    def commit(self):
+    def commit(self, **record):
+        """Marks every write done: from here an interruption completes the
+        write instead of undoing it. ``record`` goes to the journal (e.g. the
+        prepared run record)."""
+        self.journal.commit(**record)
         self._committed = True
 
     def rollback(self):
         """Undoes every write: created fields are deleted, others restored."""
-        schema = self._existing()
-        created = [f for f in self._created if f in schema]
-        if created:
-            self.dataset.delete_sample_fields(created)
-        for field, spec in self._deleted.items():
-            if field not in self._existing():
-                kwargs = {}
-                if isinstance(spec, fof.ListField) and spec.field is not None:
-                    kwargs["subfield"] = type(spec.field)
-                self.dataset.add_sample_field(field, type(spec), info=spec.info, **kwargs)
-        for field, values in self._backups.items():
-            if values:
-                self.dataset.set_values(field, values, key_field="id", validate=False)
+        self.journal.rollback()
 
     def __enter__(self):
+        self.journal.start_write()
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and not self._committed:
-            logger.warning("rolling back partial writes after %s", exc_type.__name__)
-            try:
-                self.rollback()
-            except Exception:  # pylint: disable=broad-except
-                logger.exception("rollback failed; fields may be partly written")
+        if exc_type is None and not self._committed:
+            self.commit()
+        if self._committed:
+            self.journal.finish()  # the write is complete; this only tidies up
+            return False
+        logger.warning("rolling back partial writes after %s", exc_type.__name__)
+        try:
+            self.rollback()
+        except BaseException as e:  # pylint: disable=broad-except
+            logger.error(
+                "rollback did not finish (%s: %s); the run key is marked incomplete: "
+                "ncl.repair_run(dataset, %r) puts the fields back",
+                type(e).__name__, e, self.journal.run_key,
+            )
         return False
