@@ -27,6 +27,11 @@ _API = {
     "load_run_results": "fiftyone_ncl.fo.runs",
     "rename_run": "fiftyone_ncl.fo.runs",
     "validate_run_key": "fiftyone_ncl.fo.runs",
+    "list_incomplete_runs": "fiftyone_ncl.fo.runs",
+    "cleanup_checkpoints": "fiftyone_ncl.fo.runs",
+    "repair_run": "fiftyone_ncl.fo.journal",
+    "IncompleteRunError": "fiftyone_ncl.fo.journal",
+    "RunBusyError": "fiftyone_ncl.fo.journal",
     "field_name": "fiftyone_ncl.fo.fields",
     "caption_fields": "fiftyone_ncl.fo.pairs",
     "DEFAULT_METHOD": "fiftyone_ncl.correspondence",
@@ -46,6 +51,13 @@ _API = {
     "suspects_view": "fiftyone_ncl.review",
     "tag_mismatches": "fiftyone_ncl.review",
     "untag_mismatches": "fiftyone_ncl.review",
+    "decide": "fiftyone_ncl.decisions",
+    "describe_estimate": "fiftyone_ncl.decisions",
+    "duplicate_groups": "fiftyone_ncl.duplicates",
+    "duplicate_group_view": "fiftyone_ncl.duplicates",
+    "tag_duplicate_group": "fiftyone_ncl.duplicates",
+    "replace_duplicate_captions": "fiftyone_ncl.duplicates",
+    "DUPLICATE_TAG": "fiftyone_ncl.duplicates",
 }
 
 __all__ = sorted(_API)

@@ -1,4 +1,4 @@
-"""Command line: ``fiftyone-ncl demo | score | tag | runs | bench``.
+"""Command line: ``fiftyone-ncl demo | score | decide | tag | runs | repair | cleanup | bench``.
 
 Errors a user can fix print as one line with the fix; ``--debug`` shows the
 traceback.
@@ -47,15 +47,50 @@ def _score(args):
         image_encoder=args.image_encoder,
         text_encoder=args.text_encoder,
         model=args.model,
+        labels=args.labels,
+        decision=args.decision,
+        level=_level(args),
         threshold=args.threshold,
         overwrite=args.overwrite,
         progress=not args.quiet,
         **options,
     )
+    _report(dataset, results, args)
+
+
+def _report(dataset, results, args):
+    """Prints a run's summary (JSON) and, on stderr, the estimate in words."""
+    import fiftyone_ncl as ncl
+
     summary = results.summary()
-    if args.tag:
+    if getattr(args, "tag", False):
         summary["tagged"] = ncl.tag_mismatches(dataset, args.run_key)
     print(json.dumps(summary, indent=2))
+    from fiftyone_ncl.decisions import describe_estimate
+
+    print(describe_estimate(results), file=sys.stderr)
+    if results.health.get("verdict") == "check":
+        print("health: " + results.health["summary"], file=sys.stderr)
+    if getattr(args, "tag", False):
+        print("tagged %d samples 'suspected_mismatch' from run %r" % (summary["tagged"], args.run_key),
+              file=sys.stderr)
+
+
+def _level(args):
+    """--level as the mode wants it: a count for top_k."""
+    if args.level is not None and args.decision == "top_k":
+        if args.level != int(args.level):
+            raise ValueError("--level of --decision top_k is a count, got %r" % args.level)
+        return int(args.level)
+    return args.level
+
+
+def _decide(args):
+    import fiftyone_ncl as ncl
+
+    dataset = _load_dataset(args.dataset)
+    results = ncl.decide(dataset, args.run_key, decision=args.decision, level=_level(args), labels=args.labels)
+    _report(dataset, results, args)
 
 
 def _tag(args):
@@ -74,9 +109,36 @@ def _runs(args):
         info = ncl.get_run_info(dataset, args.run_key)
         info.pop("info", None)
         print(json.dumps(info, indent=2, default=str))
-    else:
-        for key in ncl.list_runs(dataset):
-            print(key)
+        return
+    incomplete = ncl.list_incomplete_runs(dataset)
+    for key in ncl.list_runs(dataset):
+        print(key if key not in incomplete else "%s  INCOMPLETE" % key)
+    for key in incomplete:
+        if key not in ncl.list_runs(dataset):
+            print("%s  INCOMPLETE (no record yet)" % key)
+    for message in incomplete.values():
+        print(message, file=sys.stderr)
+
+
+def _repair(args):
+    import fiftyone_ncl as ncl
+
+    dataset = _load_dataset(args.dataset)
+    done = ncl.repair_run(dataset, args.run_key, force=args.force)
+    for item in done:
+        print("%s: %s" % (item["run_key"], item["action"]))
+    if not done:
+        print("nothing to repair on %r" % dataset.name)
+
+
+def _cleanup(args):
+    import fiftyone_ncl as ncl
+
+    paths = ncl.cleanup_checkpoints(dry_run=args.dry_run)
+    for path in paths:
+        print(path)
+    print("%s %d orphan checkpoint paths" % ("would delete" if args.dry_run else "deleted", len(paths)),
+          file=sys.stderr)
 
 
 def build_parser():
@@ -107,12 +169,26 @@ def build_parser():
     p.add_argument("--image-encoder", default=None)
     p.add_argument("--text-encoder", default=None)
     p.add_argument("--model", default=None, help="checkpoint of a trained model")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--labels", default=None,
+                   help="BooleanField of pairs you judged (True = matches); neighbors/ensemble fit weights on them")
+    p.add_argument("--decision", default="probability", choices=("probability", "fdr", "top_k", "fraction", "f1"),
+                   help="how pairs are flagged (default: posterior probability of a match below --level)")
+    p.add_argument("--level", type=float, default=None,
+                   help="the decision's level: probability 0.5, fdr 0.1, top_k a count, fraction 0.1")
+    p.add_argument("--threshold", type=float, default=0.5, help="level of the probability decision")
     p.add_argument("--options", default=None, help='method options as JSON, e.g. \'{"epochs": 5}\'')
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--tag", action="store_true", help="tag flagged samples 'suspected_mismatch'")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_score)
+
+    p = sub.add_parser("decide", help="flag a run's pairs again with another decision, without retraining")
+    p.add_argument("dataset")
+    p.add_argument("run_key", nargs="?", default="ncl")
+    p.add_argument("--decision", default="probability", choices=("probability", "fdr", "top_k", "fraction", "f1"))
+    p.add_argument("--level", type=float, default=None)
+    p.add_argument("--labels", default=None, help="for --decision f1: BooleanField of pairs you judged")
+    p.set_defaults(func=_decide)
 
     p = sub.add_parser("tag", help="tag a run's suspected mismatches")
     p.add_argument("dataset")
@@ -122,10 +198,21 @@ def build_parser():
     p.add_argument("--tag", default="suspected_mismatch")
     p.set_defaults(func=_tag)
 
-    p = sub.add_parser("runs", help="list a dataset's runs, or show one")
+    p = sub.add_parser("runs", help="list a dataset's runs (marking interrupted ones), or show one")
     p.add_argument("dataset")
     p.add_argument("run_key", nargs="?")
     p.set_defaults(func=_runs)
+
+    p = sub.add_parser("repair", help="roll back (or complete) runs whose write was interrupted")
+    p.add_argument("dataset")
+    p.add_argument("run_key", nargs="?", default=None, help="default: every interrupted run of the dataset")
+    p.add_argument("--force", action="store_true",
+                   help="also take over a write whose process seems alive (another host)")
+    p.set_defaults(func=_repair)
+
+    p = sub.add_parser("cleanup", help="delete model checkpoints of deleted runs and datasets")
+    p.add_argument("--dry-run", action="store_true", help="only list them")
+    p.set_defaults(func=_cleanup)
 
     bench = sub.add_parser("bench", help="benchmarks: grid, merge, speed, synthetic")
     add_bench_commands(bench.add_subparsers(dest="bench_command", required=True))
@@ -157,11 +244,20 @@ def _run(args, fn):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
-        if args.debug:
+    except Exception as e:  # pylint: disable=broad-except
+        if args.debug or not _is_user_error(e):
             raise
         print("fiftyone-ncl: error: %s" % e, file=sys.stderr)
         return 2
+
+
+def _is_user_error(e):
+    """Errors a user can fix from the message alone (bad arguments, data,
+    files, a run to repair, a database to point at)."""
+    if isinstance(e, (ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError)):
+        return True
+    names = {"IncompleteRunError", "RunBusyError", "DatabaseMismatchError", "DatasetNotFoundError"}
+    return any(cls.__name__ in names for cls in type(e).__mro__)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,16 @@ import numbers
 import numpy as np
 
 from fiftyone_ncl.core.checkpoint import read_header
+from fiftyone_ncl.core.duplicates import find_duplicate_groups
+from fiftyone_ncl.core.health import assess
+from fiftyone_ncl.core.judge import judge
 from fiftyone_ncl.core.methods.base import CorrespondenceMethod
 from fiftyone_ncl.core.metrics import detection_metrics
 from fiftyone_ncl.core.registry import build_method, load_method
 from fiftyone_ncl.core.suggestions import suggest_captions, suggestion_candidates
 from fiftyone_ncl.fo.embeddings import gather_inputs
-from fiftyone_ncl.fo.fields import planned_suffixes, run_columns
+from fiftyone_ncl.fo.fields import planned_suffixes, run_columns, vector_space_info
+from fiftyone_ncl.fo.labels import read_pair_labels
 from fiftyone_ncl.fo.pairs import caption_kind, read_pairs
 from fiftyone_ncl.fo.progress import PhasedProgress
 from fiftyone_ncl.fo.runs import (
@@ -31,6 +35,7 @@ from fiftyone_ncl.fo.runs import (
     check_new_run_key,
     check_run,
     checkpoint_path,
+    locks_run_key,
     write_run,
 )
 from fiftyone_ncl.recipes import make_recipe
@@ -45,6 +50,7 @@ _RUNTIME_OPTIONS = ("device", "eval_batch_size", "amp")
 _RECIPE_OPTIONS = ("towers", "clip_model", "clip_pretrained", "image_size")
 
 
+@locks_run_key("compute_correspondence")
 def compute_correspondence(
     samples,
     caption_field="caption",
@@ -57,6 +63,9 @@ def compute_correspondence(
     image_encoder=None,
     text_encoder=None,
     model=None,
+    labels=None,
+    decision="probability",
+    level=None,
     threshold=0.5,
     suggest=True,
     max_suggestions=10_000,
@@ -81,6 +90,12 @@ def compute_correspondence(
     for methods that produce them. With a list-of-captions field the
     per-sample values summarise the worst caption (lowest confidence, any
     noisy) and ``{key}_caption_confidence`` etc. hold per-caption lists.
+    Every run also groups pipeline bugs, training-free:
+    ``{key}_duplicate_group`` (a group id, None outside groups) marks a
+    caption pasted onto many unrelated images (``caption-<i>``) and copies
+    of one image with contradicting captions (``image-<i>``); the run's info
+    lists the groups (``get_run_info(...)["info"]["duplicates"]``,
+    :func:`fiftyone_ncl.duplicate_groups`).
     The run is recorded as a brain run under ``run_key``.
 
     Nothing is written unless the whole computation succeeds; a failure while
@@ -91,7 +106,9 @@ def compute_correspondence(
         samples: a FiftyOne dataset or view
         caption_field ("caption"): a StringField or a ListField of strings
         method (None): ``"cosine"``, ``"gmm"`` (default), ``"crcl"``,
-            ``"disncl"`` (see :func:`fiftyone_ncl.list_methods`)
+            ``"disncl"``, ``"neighbors"`` (training-free multimodal
+            neighbours), ``"ensemble"`` (rank consensus, default gmm +
+            neighbors) (see :func:`fiftyone_ncl.list_methods`)
         run_key ("ncl"): key of the run and prefix of its fields
             (``brain_key`` is accepted as another name for it)
         recipe (None): where the inputs come from: a preset name
@@ -107,9 +124,29 @@ def compute_correspondence(
             ``"open_clip:ViT-B-32:laion2b_s34b_b79k"``
         image_encoder, text_encoder (None): per-side encoders, e.g.
             ``"pixels:32:rgb"`` and ``"sentence-transformers"``
+        labels (None): pairs a person judged, for methods that learn from
+            them (``neighbors`` fits its weights, ``ensemble`` passes them
+            on; :func:`fiftyone_ncl.method_capabilities` says
+            ``uses_labels``): the name of a BooleanField (True = the caption
+            matches, False = it does not, None = unknown; or a list of
+            booleans parallel to a list caption field), a dict of sample
+            tags ``{"matched": "verified", "mismatched": "wrong_caption"}``,
+            or one value per pair (1 right, 0 wrong, -1 unknown). Needs at
+            least one right and one wrong pair
         model (None): a checkpoint saved by an earlier run (or a fitted
             method object) to score with, without training
-        threshold (0.5): pairs with confidence below it are flagged noisy
+        decision ("probability"): how pairs are flagged
+            (:func:`fiftyone_ncl.decide` re-decides later without
+            retraining): ``"probability"`` (confidence below ``level``,
+            default ``threshold``), ``"fdr"`` (the largest set whose estimated
+            share of matched pairs is at most ``level``, default 0.1),
+            ``"top_k"`` (the ``level`` least confident pairs), ``"fraction"``
+            (that fraction of the pairs, least confident first) or ``"f1"``
+            (the cut that best separates the pairs ``labels`` marks right
+            and wrong). ``"probability"`` and ``"fdr"`` flag nothing when
+            the scores show no population of mismatches
+        level (None): the decision's level (see ``decision``)
+        threshold (0.5): the level of the ``"probability"`` decision
         suggest (True): compute ``{key}_suggestion`` for flagged samples
         max_suggestions (10000): suggest for at most this many flagged
             samples, the least confident first (None: all); the search costs
@@ -146,11 +183,15 @@ def compute_correspondence(
     suffixes = planned_suffixes(type(ncl_method), caption_kind(samples, caption_field) == "list",
                                 suggest, store_embeddings)
     check_new_run_key(samples, run_key, overwrite, suffixes)
+    _check_decision(decision, level)
+    _check_labels_apply(ncl_method, labels, decision)
 
     pairs = read_pairs(samples, caption_field)
     phases = PhasedProgress(progress, {"embed": 2, "train": 6 if ncl_method.trains else 0.2, "score": 1, "write": 1})
     gathered = gather_inputs(samples, pairs, recipe, batch_size=batch_size, progress=phases.phase("embed"))
     data = gathered.data
+    if labels is not None:
+        data = data.replace(labels=read_pair_labels(samples, pairs, labels))
     phases.done("embed", "embeddings ready")
 
     if ncl_method.fitted:
@@ -160,10 +201,23 @@ def compute_correspondence(
     phases.done("train", "trained")
     scores = ncl_method.score(data, progress=phases.phase("score"))
     _check_scores(scores, data.n_pairs)
+    # pasted captions and contradicted duplicate images, on every run
+    duplicates = find_duplicate_groups(pairs.captions, pairs.image_index, scores.image_embeddings,
+                                       scores.text_embeddings, device=_search_device(),
+                                       copy_embeddings=_input_image_embeddings(data))
+    scores.info = dict(scores.info or {}, duplicates=duplicates.summary())
     phases.done("score", "scored")
 
-    confidence = np.asarray(scores.confidence, dtype=np.float64)
-    noisy = confidence < threshold
+    # the decision layer: the method's ranking statistic next to decoy pairs'
+    marks = data.labels if decision == "f1" else None
+    verdict = judge(
+        ncl_method, data, decision, threshold if decision == "probability" and level is None else level,
+        marked_right=None if marks is None else marks == 1, marked_wrong=None if marks is None else marks == 0,
+        seed=getattr(ncl_method.config, "seed", 0),
+    )
+    confidence = verdict.decision.confidence
+    noisy = verdict.decision.flags
+    health = _health(ncl_method, data, verdict, scores)
     suggestion_index = None
     if suggest:
         suggestion_index = _suggestions(pairs, scores, confidence, noisy, max_suggestions, max_suggestion_candidates)
@@ -177,6 +231,8 @@ def compute_correspondence(
         method_name=ncl_method.name,
         method_config=to_jsonable(ncl_method.config_dict()),
         threshold=threshold,
+        decision=decision,
+        level=verdict.decision.info["level"],
         caption_list=pairs.is_list,
         sources=gathered.sources,
         checkpoint=checkpoint,
@@ -189,26 +245,34 @@ def compute_correspondence(
         sample_ids=np.asarray(pairs.sample_ids),
         image_index=pairs.image_index,
         caption_position=pairs.caption_position,
+        caption_hash=pairs.caption_hash,
         confidence=confidence.astype(np.float32),
         similarity=np.asarray(scores.similarity, dtype=np.float32),
         noisy=noisy,
         label=None if scores.label is None else np.asarray(scores.label, dtype=np.float32),
         suggestion_index=suggestion_index,
         calibration_score=None if scores.calibration_score is None else np.asarray(scores.calibration_score, dtype=np.float32),
-        info=to_jsonable(scores.info),
+        margin=verdict.decision.margin.astype(np.float32),
+        statistic=verdict.statistic,
+        null_statistic=verdict.null,
+        info=to_jsonable(dict(scores.info or {}, decision=verdict.decision.info, null=verdict.info, health=health)),
     )
     vectors = dict(scores.vectors or {})
     if store_embeddings:
         vectors.setdefault("emb_image", scores.image_embeddings)
         vectors.setdefault("emb_text", scores.text_embeddings)
     write_run(
-        samples, run_key, run_columns(run_key, pairs, results, vectors), results, gathered.cache_writes,
+        samples, run_key, run_columns(run_key, pairs, results, vectors, duplicate_group=duplicates.row_group),
+        results, gathered.cache_writes,
         save_model=ncl_method.save if trained and checkpoint else None, checkpoint=checkpoint if trained else None,
+        field_info=vector_space_info(samples._dataset._doc.id, run_key, vectors),
     )
     phases.done("write", "written")
     if visualize:
         _visualize(samples, run_key, results, visualize)
-    logger.info("run %r: %d of %d pairs flagged (confidence < %.2f)", run_key, results.n_noisy, results.n_pairs, threshold)
+    logger.info("run %r: %d of %d pairs flagged (%s)", run_key, results.n_noisy, results.n_pairs, decision)
+    if health["verdict"] != "ok":
+        logger.warning("run %r: %s", run_key, health["summary"])
     return results
 
 
@@ -218,6 +282,13 @@ def _one_key(run_key, brain_key):
     if run_key not in ("ncl", brain_key):
         raise ValueError("pass run_key or brain_key (the same thing), not both")
     return brain_key
+
+
+def _check_decision(decision, level):
+    """Refuses an unknown mode or a level outside its range before anything runs."""
+    from fiftyone_ncl.core.decision import check_level
+
+    check_level(decision, level)
 
 
 def _check_threshold(threshold):
@@ -246,6 +317,51 @@ def _resolve_method(method, model, options):
             % (", ".join(extra), path, ", ".join(_RUNTIME_OPTIONS))
         )
     return load_method(path, **options), path
+
+
+def _health(method, data, verdict, scores):
+    """The run's label-free health checks (:mod:`fiftyone_ncl.core.health`);
+    a trained method on embeddings is held to a linear CCA of the same
+    embeddings, judged the same way."""
+    baseline = None
+    if method.trains and method.name != "cca" and data.towers == "frozen" and data.n_pairs >= 50:
+        cca = build_method("cca", seed=getattr(method.config, "seed", 0))
+        cca.fit(data, progress=False)
+        judged = judge(cca, data, seed=getattr(method.config, "seed", 0))
+        baseline = {"name": "cca", "rate": judged.rate, "statistic": judged.statistic}
+    labels = None if scores.label is None else np.asarray(scores.label)
+    return assess(verdict.rate, labels=labels, baseline=baseline, method=method.name,
+                  statistic=verdict.statistic)
+
+
+def _input_image_embeddings(data):
+    """The run's input image embeddings when it has them (N, D), the space
+    where copies of one image are searched; None for pixels and images."""
+    images = data.images
+    if data.towers == "frozen" and getattr(images, "ndim", 0) == 2:
+        return images
+    return None
+
+
+def _search_device():
+    """Where the duplicate groups' neighbour search runs: the GPU when there is one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def _check_labels_apply(method, labels, decision):
+    if labels is None:
+        if decision == "f1":
+            raise ValueError("decision='f1' needs labels: the pairs a person marked right and wrong")
+        return
+    if decision == "f1" and not getattr(method, "uses_labels", False):
+        return  # the labels set the decision's cut only
+    if not getattr(method, "uses_labels", False):
+        raise ValueError("method %r does not learn from labels; methods that do: neighbors, ensemble" % method.name)
+    if method.fitted:
+        raise ValueError("labels are learned when the method is fitted; a trained model (model=) keeps "
+                         "what it learned, so pass labels without model=")
 
 
 def _check_scores(scores, n_pairs):
@@ -308,7 +424,7 @@ def evaluate(samples, run_key, truth_field):
         the :func:`~fiftyone_ncl.core.metrics.detection_metrics` dict, which
         is also stored on the run's results
     """
-    config = check_run(samples, run_key)
+    check_run(samples, run_key)
     results = samples.load_brain_results(run_key)
     dataset = samples._dataset
     if dataset.get_field(truth_field) is None:
@@ -322,7 +438,15 @@ def evaluate(samples, run_key, truth_field):
         if value is None or len(items) != n:
             raise ValueError("truth field %r has no value for every pair on sample %s" % (truth_field, sid))
         flat.extend(bool(v) for v in items)
-    metrics = detection_metrics(np.asarray(flat), results.confidence, threshold=config.threshold)
+    # ranked by the method's statistic (the confidence is monotone in it but
+    # saturates, and is flat where the scores show no mismatch population);
+    # the decision is the run's own flags, whatever its mode
+    rank = results.statistic if results.statistic is not None else results.confidence
+    metrics = detection_metrics(np.asarray(flat), rank, flags=results.noisy)
+    rate = results.mismatch_rate
+    if rate:
+        metrics.update(estimated_rate=rate.get("rate"), estimated_low=rate.get("low"),
+                       estimated_high=rate.get("high"))
     results.metrics = metrics
     Correspondence.save_run_results(dataset, run_key, results)
     return metrics

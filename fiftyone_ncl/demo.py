@@ -101,6 +101,13 @@ def build_demo_dataset(n_samples=10000, noise_rate=0.3, seed=0, name=DATASET_NAM
     return dataset, noise
 
 
+def _estimate(metrics):
+    """``"8.1% (7.2-9.0)"``: a run's estimated mismatch rate with its interval."""
+    if metrics.get("estimated_rate") is None:
+        return "-"
+    return "%.1f%% (%.1f-%.1f)" % tuple(100 * metrics[k] for k in ("estimated_rate", "estimated_low", "estimated_high"))
+
+
 def run_demo(n_samples=10000, noise_rate=0.3, methods=None, seed=0, progress=True):
     """Builds the demo dataset, scores it with each method, tags the suspects
     of the best one and prints detection quality. Returns the metrics."""
@@ -116,7 +123,7 @@ def run_demo(n_samples=10000, noise_rate=0.3, methods=None, seed=0, progress=Tru
     for method in methods:
         settings = dict(DEMO_SETTINGS.get(method, {}))
         t = time.time()
-        compute_correspondence(
+        results = compute_correspondence(
             dataset,
             "caption",
             method=method,
@@ -131,21 +138,22 @@ def run_demo(n_samples=10000, noise_rate=0.3, methods=None, seed=0, progress=Tru
             **settings,
         )
         metrics = evaluate(dataset, method, "is_swapped")
+        metrics["health"] = results.health
         rows.append((method, metrics, time.time() - t))
 
     print()
-    print("Detection of the swapped captions (pairs ranked from least to most confident):")
-    print("%-8s %7s %7s %9s %9s %9s %7s" % ("method", "AUROC", "AP", "P@k", "flagged", "recall", "time"))
+    print("Detection of the swapped captions (AUROC/AP: the ranking; flagged/precision/recall: the run's")
+    print("decision; estimate: the run's own estimate of the mismatched share, true %.1f%%):" % (100 * noise.realised_rate))
+    print("%-9s %7s %7s %8s %9s %7s %18s %7s" % ("method", "AUROC", "AP", "flagged", "precision", "recall",
+                                               "estimate (90% CI)", "time"))
     for method, m, secs in rows:
         print(
-            "%-8s %7.3f %7.3f %9.3f %9d %9.3f %6.0fs"
-            % (method, m["auroc"], m["ap"], m["precision_at_k"], m["flagged"], m["recall"], secs)
+            "%-9s %7.3f %7.3f %8d %9.3f %7.3f %18s %6.0fs"
+            % (method, m["auroc"], m["ap"], m["flagged"], m["precision"], m["recall"], _estimate(m), secs)
         )
-    if "cosine" in dict((r[0], 1) for r in rows):
-        print(
-            "(cosine's confidence is (1 + cosine) / 2, not calibrated: at threshold 0.5 it flags "
-            "only negative cosines; gmm is the same ranking, calibrated)"
-        )
+    for method, m, _ in rows:
+        if (m.get("health") or {}).get("verdict") == "check":
+            print("health of %s: %s" % (method, m["health"]["summary"]))
     best = max(rows, key=lambda r: r[1]["auroc"])[0]
     n_tagged = tag_mismatches(dataset, best)
     view_name = save_suspects_view(dataset, best)

@@ -5,6 +5,8 @@ share a category), is scored, and the detection quality against the
 injected truth is reported. The original collection is not touched.
 """
 import logging
+import os
+import shutil
 import uuid
 
 import numpy as np
@@ -16,6 +18,7 @@ import fiftyone.core.labels as fol
 from fiftyone_ncl.core.noise import inject_category, inject_random
 from fiftyone_ncl.correspondence import compute_correspondence, evaluate
 from fiftyone_ncl.fo.pairs import read_pairs
+from fiftyone_ncl.fo.runs import checkpoint_path
 from fiftyone_ncl.fo.vectors import read_rows
 
 logger = logging.getLogger(__name__)
@@ -113,11 +116,16 @@ def self_check(
             _move_caption_embeddings(copy, text_field, pairs, noise.source, ids)
         kwargs.pop("run_key", None)
         kwargs["overwrite"] = True  # the copy may carry a run of that name
+        if not keep:  # the copy goes at the end: its model would be an orphan file
+            kwargs.setdefault("save_checkpoint", False)
         compute_correspondence(copy, caption_field, run_key="self_check", progress=progress, **kwargs)
         metrics = evaluate(copy, "self_check", TRUTH_FIELD)
     finally:
         if not keep and fo.dataset_exists(name):
-            fo.delete_dataset(name)
+            copy = fo.load_dataset(name)
+            # its models, if any were saved (they are keyed by the copy's id)
+            shutil.rmtree(os.path.dirname(checkpoint_path(copy, "self_check")), ignore_errors=True)
+            copy.delete()
     out = dict(metrics)
     out.update(noise.to_dict())
     out["dataset"] = name if keep else None
@@ -126,15 +134,17 @@ def self_check(
 
 def _move_caption_embeddings(copy, field, pairs, source, ids):
     """Stored caption embeddings follow their captions to their new pairs;
-    rows that cannot be read are cleared (then recomputed by an encoder)."""
+    samples whose moved rows cannot be read are cleared (then recomputed by
+    the encoder that filled the field, or the one passed)."""
     counts = np.bincount(pairs.image_index, minlength=pairs.n_images) if pairs.is_list else None
-    rows, missing, _ = read_rows(copy, field, counts)
-    if missing or rows is None:
+    rows, missing, dims = read_rows(copy, field, counts)
+    if rows is None or len(dims) > 1:
         copy.set_values(field, [None] * len(copy))
         return
+    unreadable = np.isin(pairs.image_index, np.asarray(missing, dtype=np.int64))[source]
     moved = rows[source]
     if pairs.is_list:
-        values = [m for m in pairs.per_sample(moved)]
+        values = [None if bad.any() else m for m, bad in zip(pairs.per_sample(moved), pairs.per_sample(unreadable))]
     else:
-        values = list(moved)
+        values = [None if bad else m for m, bad in zip(moved, unreadable)]
     copy.set_values(field, dict(zip(ids, values)), key_field="id")

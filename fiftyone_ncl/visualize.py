@@ -1,6 +1,7 @@
 """Looking at a run: UMAP maps of its embedding spaces for the App's
 Embeddings panel, and the confidence histogram with the fitted mixture."""
 import logging
+import warnings
 
 import numpy as np
 
@@ -75,15 +76,20 @@ def compute_visualizations(samples, run_key="ncl", spaces=None, method="umap", o
             kwargs.setdefault("metric", "cosine")
         if method in ("umap", "tsne"):
             kwargs.setdefault("verbose", False)  # FiftyOne's progress bar is enough
-        fob.compute_visualization(
-            run_view,
-            embeddings=embeddings,
-            brain_key=brain_key,
-            method=method,
-            seed=seed,
-            progress=progress,
-            **kwargs,
-        )
+        with warnings.catch_warnings():
+            # umap-learn's notices about n_jobs with a seed, spectral
+            # initialisation and the like: nothing a user can act on
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"umap(\.|$)")
+            warnings.filterwarnings("ignore", category=UserWarning, message=r".*(n_jobs|random_state|spectral|gradient function).*")
+            fob.compute_visualization(
+                run_view,
+                embeddings=embeddings,
+                brain_key=brain_key,
+                method=method,
+                seed=seed,
+                progress=progress,
+                **kwargs,
+            )
         keys[space] = brain_key
     config.visualization_keys = keys
     Correspondence.update_run_config(samples, run_key, config)
@@ -123,8 +129,10 @@ def confidence_figure(samples, run_key="ncl", bins=50):
         "%s with the fitted clean / noisy mixture" % score_name,
         "confidence (threshold %.2f)" % config.threshold,
     ))
-    fig.add_trace(go.Histogram(x=score, nbinsx=bins, histnorm="probability density",
-                               name=score_name, marker_color="#9aa5b1"), row=1, col=1)
+    # histograms are binned here, so the figure has the same size for 100 or
+    # 10 million pairs (plotly would embed every value)
+    centers, dens, width = _binned(score, bins, density=True)
+    fig.add_trace(go.Bar(x=centers, y=dens, width=width, name=score_name, marker_color="#9aa5b1"), row=1, col=1)
     if isinstance(calib, dict) and "means" in calib:
         xs = np.linspace(float(np.min(score)), float(np.max(score)), 400)
         for name, mean, std, weight, color in zip(
@@ -141,7 +149,8 @@ def confidence_figure(samples, run_key="ncl", bins=50):
             cross = score[order][np.flatnonzero(np.diff(below.astype(int)) != 0)]
             for x in cross[:1]:
                 fig.add_vline(x=float(x), line_dash="dash", line_color="#333333", row=1, col=1)
-    fig.add_trace(go.Histogram(x=conf, nbinsx=bins, name="confidence", marker_color="#5c6bc0"), row=2, col=1)
+    centers, counts, width = _binned(conf, bins, value_range=(0.0, 1.0))
+    fig.add_trace(go.Bar(x=centers, y=counts, width=width, name="confidence", marker_color="#5c6bc0"), row=2, col=1)
     fig.add_vline(x=config.threshold, line_dash="dash", line_color="#c62828", row=2, col=1)
     fig.update_layout(
         title="Run '%s' (%s): %d of %d pairs below %.2f"
@@ -153,10 +162,24 @@ def confidence_figure(samples, run_key="ncl", bins=50):
     return fig
 
 
-def plot_confidence(samples, run_key="ncl", path=None, bins=50):
+def _binned(values, bins, density=False, value_range=None):
+    """(bin centres, heights, bin width) of a histogram, as plain lists."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if value_range is None:
+        lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+        value_range = (lo, hi if hi > lo else lo + 1e-6)
+    heights, edges = np.histogram(values, bins=bins, range=value_range, density=density)
+    centers = (edges[:-1] + edges[1:]) / 2
+    return centers.round(6).tolist(), heights.round(6).tolist(), float(edges[1] - edges[0])
+
+
+def plot_confidence(samples, run_key="ncl", path=None, bins=50, include_plotlyjs=True):
     """Builds :func:`confidence_figure`; with ``path`` also writes it as a
-    standalone HTML file (plotly.js inlined, so it opens offline)."""
+    standalone HTML file. The figure holds binned counts, so it stays a few
+    kB for any collection size; plotly.js adds 4.6 MB when inlined
+    (``include_plotlyjs=True``, opens offline) and nothing with ``"cdn"``."""
     fig = confidence_figure(samples, run_key, bins=bins)
     if path is not None:
-        fig.write_html(str(path), include_plotlyjs=True)
+        fig.write_html(str(path), include_plotlyjs=include_plotlyjs)
     return fig

@@ -4,7 +4,15 @@ Every operator class here is registered in :func:`register` and listed in the
 repository's ``fiftyone.yml``.
 """
 from .compute import ComputeCorrespondence
-from .review import AcceptSuggestion, RestoreCaption, ReviewSuspects, TagMismatches, UntagMismatches
+from .duplicates import ReviewDuplicateGroups
+from .review import (
+    AcceptSuggestion,
+    DecideMismatches,
+    RestoreCaption,
+    ReviewSuspects,
+    TagMismatches,
+    UntagMismatches,
+)
 from .runs import DeleteCorrespondenceRun, GetCorrespondenceInfo, RenameCorrespondenceRun
 from .visualize import PlotConfidence, VisualizeSubspaces
 
@@ -12,9 +20,11 @@ OPERATORS = (
     ComputeCorrespondence,
     TagMismatches,
     UntagMismatches,
+    DecideMismatches,
     ReviewSuspects,
     AcceptSuggestion,
     RestoreCaption,
+    ReviewDuplicateGroups,
     VisualizeSubspaces,
     PlotConfidence,
     GetCorrespondenceInfo,

@@ -28,6 +28,8 @@ def run_key_input(ctx, inputs, name="run_key", label="Run", description=None):
     """A dropdown of the dataset's correspondence runs; returns the chosen key
     or None (with a notice when there are no runs)."""
     runs = ncl.list_runs(ctx.dataset) if ctx.dataset is not None else []
+    incomplete = ncl.list_incomplete_runs(ctx.dataset) if ctx.dataset is not None else {}
+    runs = runs + [k for k in incomplete if k not in runs]
     if not runs:
         inputs.view(
             "no_runs",
@@ -42,8 +44,12 @@ def run_key_input(ctx, inputs, name="run_key", label="Run", description=None):
         return None
     choices = types.DropdownView()
     for key in runs:
-        choices.add_choice(key, label=key)
+        choices.add_choice(key, label=key if key not in incomplete else "%s (incomplete: needs repair)" % key)
     default = ctx.params.get(name) if ctx.params.get(name) in runs else runs[-1]
+    chosen = ctx.params.get(name, default)
+    if chosen in incomplete:
+        inputs.view("incomplete", types.Warning(label="Run '%s' is incomplete" % chosen,
+                                                description=incomplete[chosen]))
     inputs.enum(
         name,
         choices.values(),

@@ -164,6 +164,8 @@ def _compute_inputs(ctx, inputs):
     )
     if not params.get("model"):
         _method_options(inputs, method)
+        if ncl.method_capabilities(method)["uses_labels"]:
+            _labels_input(ctx, inputs)
     inputs.bool(
         "store_embeddings",
         default=False,
@@ -202,6 +204,22 @@ def _vector_field_input(ctx, inputs, name, label):
     return bool(_params(ctx).get(name))
 
 
+def _labels_input(ctx, inputs):
+    """An optional boolean field of pairs a person judged (True = the caption
+    matches): the method fits its weights on them."""
+    schema = ctx.dataset.get_field_schema() if ctx.dataset is not None else {}
+    fields = [k for k, f in schema.items() if isinstance(f, fof.BooleanField)
+              or isinstance(f, fof.ListField) and isinstance(f.field, fof.BooleanField)]
+    if not fields:
+        return
+    choices = types.AutocompleteView()
+    for f in fields:
+        choices.add_choice(f, label=f)
+    inputs.enum("labels", choices.values(), required=False, label="Judged pairs (optional)",
+                description="A boolean field: True where you checked the caption matches, False where it "
+                "does not, empty elsewhere; the weights are fitted on them", view=choices)
+
+
 def _method_options(inputs, method):
     """Inputs for the method's main options, named as the options are."""
     capabilities = ncl.method_capabilities(method)
@@ -238,5 +256,6 @@ def _parse_option(value, default):
     if isinstance(value, str) and (default is None or isinstance(default, bool)) and value in ("yes", "no"):
         return value == "yes"
     if isinstance(default, (tuple, list)) and isinstance(value, str):
-        return tuple(int(v) for v in value.split(",") if v.strip())
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        return tuple(int(v) if v.lstrip("-").isdigit() else v for v in items)
     return value

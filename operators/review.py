@@ -13,7 +13,7 @@ class TagMismatches(foo.Operator):
         return foo.OperatorConfig(
             name="tag_mismatches",
             label="Tag suspected mismatches",
-            description="Tag the samples a run flags (below a threshold, or the k least confident)",
+            description="Tag the samples a run flags (or those below a confidence, or the k least confident)",
             dynamic=True,
             risk_level=types.RiskLevel.MEDIUM,
             **icons(),
@@ -25,22 +25,24 @@ class TagMismatches(foo.Operator):
         key = run_key_input(ctx, inputs)
         if key is not None:
             modes = types.RadioGroup(orientation="horizontal")
-            modes.add_choice("threshold", label="Below a threshold")
+            modes.add_choice("decision", label="The run's flags")
+            modes.add_choice("threshold", label="Below a confidence")
             modes.add_choice("top_k", label="Least confident k")
-            inputs.enum("mode", modes.values(), default="threshold", label="Select", view=modes)
-            if ctx.params.get("mode", "threshold") == "threshold":
-                threshold = ctx.dataset.get_brain_info(key).config.threshold
-                inputs.float("threshold", default=threshold, min=0.0, max=1.0, label="Threshold",
-                             description="Tag samples whose confidence is below this")
-            else:
+            inputs.enum("mode", modes.values(), default="decision", label="Select", view=modes)
+            mode = ctx.params.get("mode", "decision")
+            if mode == "threshold":
+                inputs.float("threshold", default=0.5, min=0.0, max=1.0, label="Confidence",
+                             description="Tag samples whose confidence (probability of a match) is below this")
+            elif mode == "top_k":
                 inputs.int("top_k", default=100, min=1, required=False, label="k")
             inputs.str("tag", default=ncl.DEFAULT_TAG, required=False, label="Tag")
         return types.Property(inputs, view=types.View(label="Tag suspected mismatches"))
 
     def execute(self, ctx):
         p = ctx.params
-        top_k = p.get("top_k") if p.get("mode") == "top_k" else None
-        threshold = None if top_k is not None else p.get("threshold")
+        mode = p.get("mode", "decision")
+        top_k = p.get("top_k") if mode == "top_k" else None
+        threshold = p.get("threshold") if mode == "threshold" else None
         n = ncl.tag_mismatches(
             ctx.target_view(), p["run_key"], threshold=threshold, top_k=top_k, tag=p.get("tag", ncl.DEFAULT_TAG)
         )
@@ -49,6 +51,91 @@ class TagMismatches(foo.Operator):
 
     def resolve_output(self, ctx):
         outputs = types.Object()
+        outputs.int("tagged", label="Samples tagged")
+        return types.Property(outputs)
+
+
+_DECISIONS = (
+    ("fdr", "At most a share of false flags", "Flag the largest set of lowest scores whose estimated share of "
+     "matched pairs is at most this (conservative)", 0.1),
+    ("probability", "Probability of a match below", "Flag pairs whose probability of matching is below this", 0.5),
+    ("fraction", "A fraction of the collection", "Flag this fraction of the pairs, lowest scores first", 0.1),
+    ("top_k", "The k lowest", "Flag this many pairs, lowest scores first", 100),
+    ("f1", "Learn the cut from my marks", "The cut that best separates the pairs marked in a boolean field "
+     "(True: matched, False: mismatched)", None),
+)
+
+
+class DecideMismatches(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="decide_mismatches",
+            label="Change which pairs are flagged",
+            description="Re-decide a run's flags from its stored scores (no retraining) and re-tag",
+            dynamic=True,
+            risk_level=types.RiskLevel.MEDIUM,
+            **icons(),
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        key = run_key_input(ctx, inputs)
+        if key is None:
+            return types.Property(inputs, view=types.View(label="Change which pairs are flagged"))
+        results = ncl.load_run_results(ctx.dataset, key)
+        inputs.view("estimate", types.Notice(label=ncl.describe_estimate(results)))
+        choices = types.RadioGroup()
+        for mode, label, description, _ in _DECISIONS:
+            choices.add_choice(mode, label=label, description=description)
+        current = results.decision.get("mode") if results.decision.get("mode") in dict.fromkeys(
+            m for m, *_ in _DECISIONS) else "fdr"
+        inputs.enum("decision", choices.values(), default=current, label="Flag", view=choices)
+        mode = ctx.params.get("decision", current)
+        default = next(level for m, _, _, level in _DECISIONS if m == mode)
+        if mode == current and results.decision.get("level") is not None:
+            default = results.decision["level"]
+        if mode == "top_k":
+            inputs.int("level", default=int(default), min=1, max=results.n_pairs, label="k")
+        elif mode == "f1":
+            fields = [name for name, f in ctx.dataset.get_field_schema().items()
+                      if type(f).__name__ == "BooleanField" and not name.startswith(key + "_")]
+            if not fields:
+                inputs.view("no_labels", types.Warning(
+                    label="No boolean field to learn from",
+                    description="Mark some pairs first: a BooleanField, True where the pair matches"))
+                prop = inputs.str("labels", required=True, view=types.HiddenView())
+                prop.invalid = True
+                prop.error_message = "no boolean field of marks"
+            else:
+                marks = types.DropdownView()
+                for name in fields:
+                    marks.add_choice(name, label=name)
+                inputs.enum("labels", marks.values(), default=fields[0], label="Marks", view=marks)
+        else:
+            inputs.float("level", default=float(default), min=0.0, max=1.0, label="Level")
+        inputs.bool("retag", default=True, label="Re-tag",
+                    description="Replace the '%s' tags with the new flags" % ncl.DEFAULT_TAG)
+        return types.Property(inputs, view=types.View(label="Change which pairs are flagged"))
+
+    def execute(self, ctx):
+        p = ctx.params
+        key, mode = p["run_key"], p.get("decision", "fdr")
+        level = p.get("level") if mode != "f1" else None
+        if mode == "top_k" and level is not None:
+            level = int(level)
+        results = ncl.decide(ctx.dataset, key, decision=mode, level=level, labels=p.get("labels"))
+        tagged = None
+        if p.get("retag", True):
+            ncl.untag_mismatches(ctx.dataset)
+            tagged = ncl.tag_mismatches(ctx.dataset, key)
+        ctx.trigger("reload_dataset")
+        return {"flagged": results.n_noisy, "tagged": tagged, "estimate": ncl.describe_estimate(results)}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("estimate", label="Estimate")
+        outputs.int("flagged", label="Pairs flagged")
         outputs.int("tagged", label="Samples tagged")
         return types.Property(outputs)
 
@@ -83,7 +170,7 @@ class ReviewSuspects(foo.Operator):
         return foo.OperatorConfig(
             name="review_suspects",
             label="Review suspected mismatches",
-            description="Open the flagged pairs, lowest confidence first, as a saved view",
+            description="Open the flagged pairs, surest mismatch first, as a saved view",
             dynamic=True,
             risk_level=types.RiskLevel.LOW,
             **icons(),
@@ -93,9 +180,9 @@ class ReviewSuspects(foo.Operator):
         inputs = types.Object()
         key = run_key_input(ctx, inputs)
         if key is not None:
-            threshold = ctx.dataset.get_brain_info(key).config.threshold
-            inputs.float("threshold", default=threshold, min=0.0, max=1.0, label="Threshold",
-                         description="Show samples whose confidence is below this")
+            inputs.float("threshold", required=False, min=0.0, max=1.0, label="Confidence below (optional)",
+                         description="Empty: the pairs the run flags, surest first; else the samples whose "
+                         "confidence (probability of a match) is below this")
             inputs.str("view_name", default="%s-suspects" % key.replace("_", "-"), required=False,
                        label="Saved view name")
         return types.Property(inputs, view=types.View(label="Review suspected mismatches"))

@@ -27,15 +27,24 @@ class GetCorrespondenceInfo(foo.Operator):
     def execute(self, ctx):
         info = ncl.get_run_info(ctx.dataset, ctx.params["run_key"])
         info.pop("info", None)  # training history can be long; the SDK has it
-        config = dict(info.pop("config"))
+        config = dict(info.pop("config", None) or {})
+        estimate, health = "", {}
+        if info.get("state", "complete") in ("complete", "stale"):
+            results = ncl.load_run_results(ctx.dataset, ctx.params["run_key"])
+            estimate, health = ncl.describe_estimate(results), results.health
         return {
+            "estimate": estimate,
+            "health": health.get("verdict", ""),
+            "health_summary": health.get("summary", ""),
             "run_key": info["run_key"],
+            "state": info.get("state", "complete"),
+            "message": info.get("message") or "",
             "method": config.get("method_name"),
             "caption_field": config.get("caption_field"),
-            "timestamp": info["timestamp"],
+            "timestamp": info.get("timestamp", ""),
             "pairs": info.get("pairs"),
             "flagged": info.get("flagged"),
-            "threshold": config.get("threshold"),
+            "decision": "%s (level %s)" % (config.get("decision", "probability"), config.get("level")),
             "checkpoint": config.get("checkpoint") or "",
             "config": config,
             "metrics": info.get("metrics") or {},
@@ -45,6 +54,11 @@ class GetCorrespondenceInfo(foo.Operator):
         outputs = types.Object()
         for name, label in (
             ("run_key", "Run key"),
+            ("state", "State (complete, stale, incomplete, being written)"),
+            ("message", "What to do"),
+            ("estimate", "Estimate"),
+            ("health", "Health (ok, or check: see why)"),
+            ("health_summary", "Health checks"),
             ("method", "Method"),
             ("caption_field", "Caption field"),
             ("timestamp", "Created"),
@@ -53,7 +67,7 @@ class GetCorrespondenceInfo(foo.Operator):
             outputs.str(name, label=label)
         outputs.int("pairs", label="Pairs scored")
         outputs.int("flagged", label="Pairs flagged")
-        outputs.float("threshold", label="Threshold")
+        outputs.str("decision", label="Decision")
         outputs.obj("config", label="Config", view=types.JSONView())
         outputs.obj("metrics", label="Metrics", view=types.JSONView())
         return types.Property(outputs, view=types.View(label="Correspondence run info"))
@@ -104,7 +118,7 @@ class DeleteCorrespondenceRun(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         key = run_key_input(ctx, inputs)
-        if key is not None:
+        if key is not None and key in ctx.dataset.list_brain_runs():
             fields = ["%s_%s" % (key, s) for s in ctx.dataset.get_brain_info(key).config.fields]
             inputs.view(
                 "warning",

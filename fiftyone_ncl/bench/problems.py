@@ -10,8 +10,13 @@
 * ``coco-mini``: 258 real COCO photos x 5 human captions from
   ``../shared/data/coco-mini`` when present; category-aware swaps by shared
   COCO category and noun replacement; pixels + MiniLM, instance-level truth.
+* ``coco-mini-aligned``: the same photos in one joint space, as the browser
+  suite uses: a photo's first caption(s) paired with a stand-in image
+  embedding, the mean MiniLM embedding of its *other* captions (no
+  pretrained image model is available offline).
 """
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +26,7 @@ from fiftyone_ncl.datasets import fmnist
 from fiftyone_ncl.datasets.coco_mini import load_coco_mini
 from fiftyone_ncl.datasets.synthetic import make_synthetic
 from fiftyone_ncl.encoders import PixelEncoder, SentenceTransformerEncoder
+from fiftyone_ncl.encoders.text import PrecomputedTextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,9 @@ class Problem:
         captions: optional caption strings (for noun replacement)
         vocabulary: optional noun list for noun replacement
         embed_text: optional function re-embedding edited captions
+        shared: optional (N, d) shared factors of each image, for
+            near-neighbour swaps (kinds ``"neighbor"`` and ``"mixed"``)
+        neighbor_k: neighbours a near-neighbour swap picks from
         meta: description
     """
 
@@ -60,6 +69,8 @@ class Problem:
     captions: list = None
     vocabulary: list = None
     embed_text: object = None
+    shared: np.ndarray = None
+    neighbor_k: int = 10
     meta: dict = field(default_factory=dict)
 
     def method_settings(self, method):
@@ -69,6 +80,22 @@ class Problem:
 
 
 def _minilm():
+    """all-MiniLM-L6-v2 for captions; with ``FIFTYONE_NCL_CAPTION_VECTORS``
+    naming an ``.npz`` of precomputed caption vectors
+    (``scripts/build-caption-vectors.py``), those instead, which is also the
+    only way on a machine without sentence-transformers (a GPU check machine
+    cannot fetch the model)."""
+    path = os.environ.get("FIFTYONE_NCL_CAPTION_VECTORS")
+    if path:
+        return PrecomputedTextEncoder(path)
+    try:
+        import sentence_transformers  # noqa: F401  pylint: disable=unused-import
+    except ImportError as e:
+        raise ImportError(
+            "the benchmark's caption vectors need sentence-transformers, or precomputed vectors: "
+            "python scripts/build-caption-vectors.py OUT.npz (where it is installed), then "
+            "FIFTYONE_NCL_CAPTION_VECTORS=OUT.npz"
+        ) from e
     return SentenceTransformerEncoder()
 
 
@@ -180,4 +207,65 @@ def coco_mini(root=None, image_size=32, settings=None):
         vocabulary=vocabulary,
         embed_text=lambda caps: encoder.embed_texts(caps, progress=False),
         meta={"images": len(rows), "captions": len(captions)},
+    )
+
+
+def coco_mini_aligned(root=None, n_captions=1, settings=None):
+    """coco-mini in one joint space (instance-level truth).
+
+    Each photo's first ``n_captions`` captions are its pairs; its image
+    embedding is a stand-in for a CLIP image embedding: the mean
+    all-MiniLM-L6-v2 embedding of its remaining captions (the browser suite's
+    stand-in). Both sides are MiniLM, so the inputs are one space
+    (``joint_space=True``) and the training-free methods score them as given.
+
+    Raises:
+        FileNotFoundError: if the data is not there
+    """
+    rows = load_coco_mini(root)
+    captions, image_index, categories, image_side = [], [], [], []
+    for i, r in enumerate(rows):
+        if len(r.captions) <= n_captions:
+            raise ValueError("coco-mini photo %s has %d captions; n_captions=%d leaves none for its image"
+                             % (r.filepath, len(r.captions), n_captions))
+        for c in r.captions[:n_captions]:
+            captions.append(c)
+            image_index.append(i)
+            categories.append(list(r.categories))
+        image_side.append(r.captions[n_captions:])
+    encoder = _minilm()
+    texts = encoder.embed_texts(captions, progress=False)
+    others = encoder.embed_texts([c for cs in image_side for c in cs], progress=False)
+    bounds = np.cumsum([0] + [len(cs) for cs in image_side])
+    images = np.stack([others[bounds[i] : bounds[i + 1]].mean(axis=0) for i in range(len(rows))]).astype(np.float32)
+    vocabulary = sorted({c for r in rows for c in r.categories})
+    return Problem(
+        name="coco-mini-aligned",
+        data=PairData(images, texts, np.asarray(image_index), joint_space=True),
+        categories=categories,
+        settings=settings or {},
+        captions=captions,
+        vocabulary=vocabulary,
+        embed_text=lambda caps: encoder.embed_texts(caps, progress=False),
+        meta={"images": len(rows), "captions": len(captions), "image_embedding": "mean MiniLM of the other captions"},
+    )
+
+
+def regime(name, size=None, seed=0, settings=None):
+    """A regime of the varied suite (:mod:`fiftyone_ncl.datasets.regimes`):
+    synthetic pairs with known shared factors, for random, near-neighbour
+    and mixed swaps; ``meta["held_out"]`` says whether method defaults may be
+    chosen on it."""
+    from fiftyone_ncl.datasets.regimes import get_regime
+
+    reg = get_regime(name)
+    data, truth = reg.make(seed=seed, size=size)
+    return Problem(
+        name=name,
+        data=data,
+        classes=truth["classes"],
+        shared=truth["shared"],
+        neighbor_k=truth.get("neighbor_k", 10),
+        settings=dict(settings or {}),
+        meta={"held_out": reg.held_out, "axes": reg.axes(), "description": reg.description},
     )

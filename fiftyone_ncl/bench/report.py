@@ -9,7 +9,8 @@ import numpy as np
 
 from fiftyone_ncl.utils import to_jsonable
 
-METRICS = ("auroc", "ap", "precision_at_k", "correction_accuracy", "rsum", "i2t_r1", "seconds")
+METRICS = ("auroc", "ap", "precision_at_k", "best_f1", "f1", "flagged", "precision", "recall", "clean_flagged",
+           "estimated_rate", "correction_accuracy", "rsum", "i2t_r1", "seconds")
 
 
 def machine():
@@ -81,32 +82,107 @@ def markdown(summary, command, machine_line):
         for m in methods:
             lines.append("| %s | " % m + " | ".join(_fmt(cell[(m, r)], "auroc") if (m, r) in cell else "-" for r in rates) + " |")
         lines.append("")
-        lines.append("Details (AP, precision at k, correction accuracy of suggestions, retrieval rSum on the clean test split, seconds per run):")
+        lines.append("Details (AP = AUPRC; P@k = precision at k = F1 flagging the true number of noisy pairs; best F1 over "
+                     "every cut; F1 of the decision at the threshold; correction accuracy of suggestions; retrieval rSum "
+                     "on the clean test split; seconds per run):")
         lines.append("")
-        lines.append("| rate | method | AP | P@k | correction | rSum | i2t R@1 | s |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines.append("| rate | method | AP | P@k | best F1 | F1 | correction | rSum | i2t R@1 | s |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in rates:
             for m in methods:
                 e = cell.get((m, r))
                 if e is None:
                     continue
-                lines.append("| %d%% | %s | %s | %s | %s | %s | %s | %.0f |" % (
-                    round(100 * r), m, _fmt(e, "ap"), _fmt(e, "precision_at_k"), _fmt(e, "correction_accuracy"),
+                lines.append("| %d%% | %s | %s | %s | %s | %s | %s | %s | %s | %.0f |" % (
+                    round(100 * r), m, _fmt(e, "ap"), _fmt(e, "precision_at_k"), _fmt(e, "best_f1"), _fmt(e, "f1"),
+                    _fmt(e, "correction_accuracy"),
                     _fmt(e, "rsum", 1), _fmt(e, "i2t_r1", 1), e.get("seconds", 0)))
         for m in methods:
             e = clean_rows.get((problem, m))
             if e is not None and "rsum" in e:
-                lines.append("| 0%% | %s | - | - | - | %s | %s | %.0f |" % (m, _fmt(e, "rsum", 1), _fmt(e, "i2t_r1", 1), e.get("seconds", 0)))
+                lines.append("| 0%% | %s | - | - | - | - | - | %s | %s | %.0f |" % (m, _fmt(e, "rsum", 1), _fmt(e, "i2t_r1", 1), e.get("seconds", 0)))
         lines.append("")
+        lines += _decision_table(problem, methods, rates, cell, clean_rows)
+    lines += suite_tables(summary)
     return "\n".join(lines)
+
+
+def _decision_table(problem, methods, rates, cell, clean_rows):
+    """The default decision per rate: how many pairs it flags, how many of
+    them are right, and the estimated rate against the true one."""
+    lines = ["Decisions (the run's default decision; clean flagged = share of the matched pairs flagged; "
+             "estimate = estimated mismatch rate):", "",
+             "| rate | method | flagged | precision | recall | F1 | clean flagged | estimate |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted({0.0, *rates}):
+        for m in methods:
+            e = cell.get((m, r)) or (clean_rows.get((problem, m)) if r == 0.0 else None)
+            if e is None or "flagged" not in e:
+                continue
+            lines.append("| %d%% | %s | %s | %s | %s | %s | %s | %s |" % (
+                round(100 * r), m, _fmt(e, "flagged", 0), _fmt(e, "precision"), _fmt(e, "recall"), _fmt(e, "f1"),
+                _fmt(e, "clean_flagged"), _fmt(e, "estimated_rate")))
+    return lines + [""]
+
+
+def suite_tables(summary, baseline="cca"):
+    """For the varied regime suite (:mod:`fiftyone_ncl.datasets.regimes`): one AUROC
+    table over every regime and rate, a cell marked ``<`` where a method
+    ranks below ``baseline`` by more than 0.01, and the share of pairs each
+    method flags on clean data. Empty when no regime was run."""
+    from fiftyone_ncl.datasets.regimes import REGIMES
+
+    def regime(problem):
+        return REGIMES.get(problem.split(":", 1)[-1])
+
+    entries = [e for e in summary if regime(e["problem"]) is not None]
+    if not entries:
+        return []
+
+    methods = list(dict.fromkeys(e["method"] for e in entries))
+    cell = {(e["problem"], e["rate"], e["method"]): e for e in entries}
+    problems = sorted({e["problem"] for e in entries}, key=lambda p: (regime(p).held_out, p))
+    rates = sorted({e["rate"] for e in entries if e["rate"] > 0})
+    lines = ["### The regime suite: detection AUROC (`<`: below %s by more than 0.01; * held out)" % baseline, "",
+             "| regime | rate | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
+    below = defaultdict(int)
+    for p in problems:
+        name = regime(p).name + (" *" if regime(p).held_out else "")
+        for r in rates:
+            base = cell.get((p, r, baseline), {}).get("auroc")
+            row = []
+            for m in methods:
+                e = cell.get((p, r, m))
+                if e is None or "auroc" not in e:
+                    row.append("-")
+                    continue
+                worse = base is not None and m != baseline and e["auroc"] < base - 0.01
+                below[m] += worse
+                row.append(("< " if worse else "") + "%.3f" % e["auroc"])
+            lines.append("| %s | %d%% | %s |" % (name, round(100 * r), " | ".join(row)))
+    lines += ["", "Cells below %s: %s" % (baseline, ", ".join("%s %d" % (m, below[m]) for m in methods if m != baseline)),
+              ""]
+    clean = [(p, m, cell.get((p, 0.0, m))) for p in problems for m in methods]
+    if any(e is not None for _, _, e in clean):
+        lines += ["### The regime suite, clean data: share of pairs flagged by the default decision", "",
+                  "| regime | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+        for p in problems:
+            vals = [cell.get((p, 0.0, m)) for m in methods]
+            lines.append("| %s | %s |" % (regime(p).name, " | ".join(
+                "-" if e is None or "clean_flagged" not in e else "%.1f%%" % (100 * e["clean_flagged"]) for e in vals)))
+        lines.append("")
+    return lines
 
 
 def figures(rows, summary, hist_rate=0.4):
     """Plotly figures: AUROC vs noise rate per method for each (data set,
     noise kind), and confidence histograms of clean vs noisy pairs at
     ``hist_rate``."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    try:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+    except ImportError:  # a bare machine (the GPU check): tables only
+        return None
 
     figs = []
     by = defaultdict(list)
@@ -147,7 +223,9 @@ def figures(rows, summary, hist_rate=0.4):
 
 def write_figures(figs, path):
     """All figures in one standalone HTML file (plotly.js inlined once, so it
-    opens offline)."""
+    opens offline); nothing without plotly (``figs`` None)."""
+    if figs is None:
+        return None
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
     with open(path, "w") as f:
         f.write("<html><head><meta charset='utf-8'><title>fiftyone-ncl benchmark</title></head><body>\n")

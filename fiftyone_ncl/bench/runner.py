@@ -15,13 +15,17 @@ from typing import NamedTuple
 import numpy as np
 
 from fiftyone_ncl.core.metrics import detection_metrics, retrieval_metrics
-from fiftyone_ncl.core.noise import inject_category, inject_nouns, inject_random
+from fiftyone_ncl.core.noise import inject_category, inject_mixed, inject_neighbors, inject_nouns, inject_random
+from fiftyone_ncl.core.judge import judge
 from fiftyone_ncl.core.registry import build_method, list_methods
 from fiftyone_ncl.core.suggestions import suggest_captions
 
 logger = logging.getLogger(__name__)
 
 ORACLE = "oracle"
+CCA_ORACLE = "cca-oracle"
+# reference rows fitted on the clean pairs only, and the method each one is
+ORACLES = {ORACLE: "cosine", CCA_ORACLE: "cca"}
 
 
 def make_noisy(problem, kind, rate, seed):
@@ -38,6 +42,11 @@ def make_noisy(problem, kind, rate, seed):
         return clean, np.zeros(clean.n_pairs, dtype=bool), np.arange(clean.n_pairs)
     if kind == "random":
         noise = inject_random(image_index, rate, seed=seed, classes=problem.classes)
+    elif kind in ("neighbor", "mixed"):
+        if problem.shared is None:
+            raise ValueError("%s has no shared factors for near-neighbour swaps" % problem.name)
+        inject = inject_neighbors if kind == "neighbor" else inject_mixed
+        noise = inject(problem.shared, image_index, rate, seed=seed, k=problem.neighbor_k, classes=problem.classes)
     elif kind == "category":
         if problem.categories is None:
             raise ValueError("%s has no categories for category-aware swaps" % problem.name)
@@ -58,11 +67,12 @@ def make_noisy(problem, kind, rate, seed):
     return clean.replace(texts=clean.texts[noise.source]), noise.noisy, noise.source
 
 
-def correction_accuracy(problem, scores, noisy, source, threshold=0.5):
-    """Fraction of flagged, truly noisy pairs whose suggested caption is a
-    right one: same class (class-level truth) or the image's own original
-    caption (instance level). None when it cannot be judged."""
-    flagged = (np.asarray(scores.confidence) < threshold) & noisy
+def correction_accuracy(problem, scores, noisy, source, threshold=0.5, flags=None):
+    """Fraction of flagged (``flags``, else confidence below ``threshold``),
+    truly noisy pairs whose suggested caption is a right one: same class
+    (class-level truth) or the image's own original caption (instance
+    level). None when it cannot be judged."""
+    flagged = (np.asarray(scores.confidence) < threshold if flags is None else np.asarray(flags)) & noisy
     if not flagged.any() or source is None:
         return None
     rows = np.flatnonzero(flagged)
@@ -102,6 +112,9 @@ def run_one(problem, data, noisy, source, method_name, seed, settings=None, thre
     if method_name == ORACLE:
         method = build_method("cosine", train_heads=True, seed=seed, **settings)
         method.fit(data.subset(np.flatnonzero(~noisy)), progress=False)
+    elif method_name == CCA_ORACLE:  # a linear map fitted on the clean pairs only: the linear ceiling
+        method = build_method("cca", refine=0, seed=seed)
+        method.fit(data.subset(np.flatnonzero(~noisy)), progress=False)
     elif reuse is not None:
         method = build_method(method_name, seed=seed, **settings).adopt_fit(reuse.method)
         t0 -= reuse.fit_seconds
@@ -112,8 +125,15 @@ def run_one(problem, data, noisy, source, method_name, seed, settings=None, thre
     scores = method.score(data, progress=False)
     seconds = time.time() - t0
     row = {"method": label or method_name, "seconds": seconds}
-    row.update(detection_metrics(noisy, scores.confidence, threshold=threshold))
-    row["correction_accuracy"] = correction_accuracy(problem, scores, noisy, source, threshold)
+    # the ranking is the method's statistic; the decision and the estimate
+    # come from the product's default decision layer (decoy null)
+    verdict = judge(method, data, "probability", threshold, seed=seed)
+    row.update(detection_metrics(noisy, method.statistic(scores), flags=verdict.decision.flags))
+    clean = ~np.asarray(noisy, dtype=bool)
+    row["clean_flagged"] = float(np.mean(verdict.decision.flags[clean])) if clean.any() else None
+    row.update(estimated_rate=verdict.rate.rate, estimated_low=verdict.rate.low, estimated_high=verdict.rate.high,
+               estimate_usable=bool(verdict.rate.usable))
+    row["correction_accuracy"] = correction_accuracy(problem, scores, noisy, source, flags=verdict.decision.flags)
     row.update(_retrieval(problem, method))
     return row, scores, Fitted(method, fit_seconds)
 
@@ -152,6 +172,10 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
     rows = []
     for problem in problems:
         for kind in kinds:
+            if kind in ("neighbor", "mixed") and problem.shared is None:
+                continue
+            if kind in ("category", "noun") and problem.shared is not None and problem.categories is None:
+                continue
             if kind == "category" and problem.categories is None:
                 continue
             if kind == "noun" and problem.vocabulary is None:
@@ -170,14 +194,22 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
                         )
                     fitted = {}
                     for method in methods:
-                        if method == ORACLE and rate == 0:
+                        # "crcl@cca": crcl with the options settings["crcl@cca"] adds
+                        base = method.split("@", 1)[0]
+                        if base in ORACLES and rate == 0:
                             continue
-                        opts = problem.method_settings("cosine" if method == ORACLE else method)
-                        opts.update((settings or {}).get(method, {}))
+                        if base == CCA_ORACLE:
+                            opts = {}
+                        else:
+                            opts = problem.method_settings(ORACLES.get(base, base))
+                        opts.update((settings or {}).get(base, {}))
+                        if base != method:
+                            opts.update((settings or {}).get(method, {}))
                         # gmm trains the very heads cosine trained: adopt them
-                        reuse = fitted.get(("cosine", repr(sorted(opts.items())))) if method == "gmm" else None
-                        row, scores, fit = run_one(problem, data, noisy, source, method, seed, opts, reuse=reuse)
-                        fitted[(method, repr(sorted(opts.items())))] = fit
+                        reuse = fitted.get(("cosine", repr(sorted(opts.items())))) if base == "gmm" else None
+                        row, scores, fit = run_one(problem, data, noisy, source, base, seed, opts, reuse=reuse,
+                                                   label=method)
+                        fitted[(base, repr(sorted(opts.items())))] = fit
                         if out_dir:  # the per-pair scores, so any metric can be recomputed later
                             np.savez_compressed(
                                 os.path.join(out_dir, "scores", "%s_%s.npz" % (run_name, method)),
@@ -193,12 +225,14 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
                             row["_noisy"] = noisy
                         rows.append(row)
                         log(
-                            "%-16s %-8s %3d%% seed %d %-7s AUROC %s AP %s  %.0fs"
+                            "%-16s %-8s %3d%% seed %d %-7s AUROC %s AP %s flagged %5d (clean %s) est %.3f  %.0fs"
                             % (
                                 problem.name, kind, round(100 * rate), seed, method,
                                 "%.3f" % row["auroc"] if row["auroc"] is not None else "  -  ",
                                 "%.3f" % row["ap"] if row["ap"] is not None else "  -  ",
-                                row["seconds"],
+                                row["flagged"],
+                                "%.3f" % row["clean_flagged"] if row["clean_flagged"] is not None else "-",
+                                row["estimated_rate"], row["seconds"],
                             )
                         )
     return rows

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from fiftyone_ncl.core.losses import eye_mask as _eye
 from fiftyone_ncl.core.losses import similarity_logits
 
 
@@ -70,17 +71,17 @@ def in_batch_log_probs(logits, exclude=None):
     with _no_autocast(logits.device):
         logits = logits.float()
         if exclude is not None:
-            eye = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
-            logits = logits.masked_fill(exclude & ~eye, float("-inf"))
+            logits = logits.masked_fill(exclude & ~_eye(len(logits), logits.device), float("-inf"))
         return F.log_softmax(logits, dim=1), F.log_softmax(logits.T, dim=1)
 
 
-def acl_direction(log_p, q):
+def acl_direction(log_p, q, eye=None):
     """Active and complementary terms of one direction.
 
     Args:
         log_p: (B, B) row log-probabilities; the diagonal holds the positives
         q: (B,) exponents of the complementary normaliser (``1 - y``)
+        eye (None): the (B, B) bool identity, if the caller has one
 
     Returns:
         ``(active, complementary)``: two (B,) tensors,
@@ -88,7 +89,7 @@ def acl_direction(log_p, q):
     """
     with _no_autocast(log_p.device):
         log_p = log_p.float()
-        eye = torch.eye(len(log_p), dtype=torch.bool, device=log_p.device)
+        eye = _eye(len(log_p), log_p.device) if eye is None else eye
         tan_p = torch.tan(log_p.exp())  # P in [0, 1]: tan is finite, increasing
         numerator = tan_p.masked_fill(eye, 0.0).sum(dim=1)
         # sum_j tan(P_ij) >= sum_j P_ij = 1, so the power never blows up
@@ -109,16 +110,34 @@ def acl_from_logits(logits, y, lam=5.0, exclude=None):
         an :class:`ACLTerms`
     """
     with _no_autocast(logits.device):
-        y = torch.as_tensor(y, device=logits.device).detach().float()
-        q = 1.0 - y
         log_i2t, log_t2i = in_batch_log_probs(logits, exclude)
-        a_i2t, c_i2t = acl_direction(log_i2t, q)
-        a_t2i, c_t2i = acl_direction(log_t2i, q)
+        return acl_from_log_probs(log_i2t, log_t2i, y, lam)
+
+
+def acl_from_log_probs(log_i2t, log_t2i, y, lam=5.0):
+    """ACL from the row log-softmaxes of both directions
+    (:func:`in_batch_log_probs`), for a caller that already has them (CRCL
+    reads its matching probability p from the same ones); see
+    :func:`acl_from_logits`."""
+    with _no_autocast(log_i2t.device):
+        y = torch.as_tensor(y, device=log_i2t.device).detach().float()
+        q = 1.0 - y
+        eye = _eye(len(log_i2t), log_i2t.device)
+        a_i2t, c_i2t = acl_direction(log_i2t, q, eye)
+        a_t2i, c_t2i = acl_direction(log_t2i, q, eye)
         active = a_i2t + a_t2i
         complementary = c_i2t + c_t2i
         loss = (y * active).mean() + lam * complementary.mean()
-        p = 0.5 * (log_i2t.diagonal().exp() + log_t2i.diagonal().exp())
-        return ACLTerms(loss, active, complementary, p.detach())
+        return ACLTerms(loss, active, complementary, matching_probability_from_log_probs(log_i2t, log_t2i))
+
+
+def matching_probability_from_log_probs(log_i2t, log_t2i):
+    """(B,) detached ``(P^{i2t}_ii + P^{t2i}_ii) / 2`` from both directions'
+    log-probabilities."""
+    with torch.no_grad():
+        return 0.5 * (log_i2t.diagonal().exp() + log_t2i.diagonal().exp())
+
+
 
 
 def acl_loss(v, t, y, tau, lam=5.0, exclude=None):
@@ -131,4 +150,4 @@ def acl_loss(v, t, y, tau, lam=5.0, exclude=None):
 def matching_probability(logits, exclude=None):
     """(B,) detached ``(P^{i2t}_ii + P^{t2i}_ii) / 2`` (CRCL's p_i)."""
     log_i2t, log_t2i = in_batch_log_probs(logits, exclude)
-    return 0.5 * (log_i2t.diagonal().exp() + log_t2i.diagonal().exp())
+    return matching_probability_from_log_probs(log_i2t, log_t2i)

@@ -37,6 +37,10 @@ class PairData:
             infers it from the inputs
         backbone (None): for ``"open_clip"``, ``{"model": name, "state":
             state dict of the starting weights or None (random)}``
+        labels (None): optional (P,) judgements a person made: 1 where the
+            pair is known to match, 0 where it is known not to, -1 (or NaN)
+            where nobody said. Methods with ``uses_labels`` learn from them
+            (``neighbors`` fits its weights); the others ignore them
     """
 
     images: np.ndarray
@@ -46,6 +50,7 @@ class PairData:
     meta: dict = field(default_factory=dict)
     towers: str = None
     backbone: dict = None
+    labels: np.ndarray = None
 
     def __post_init__(self):
         if self.towers is None:
@@ -66,6 +71,11 @@ class PairData:
             self.image_index.min() < 0 or self.image_index.max() >= len(self.images)
         ):
             raise ValueError("image_index points outside the %d images" % len(self.images))
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.float64)
+            if self.labels.shape != self.image_index.shape:
+                raise ValueError("labels must give one value per pair (%d), got shape %s"
+                                 % (len(self.image_index), self.labels.shape))
 
     @property
     def n_pairs(self):
@@ -112,7 +122,8 @@ class PairData:
     def subset(self, pair_indices):
         """The same images with only the given captions (e.g. clean pairs only)."""
         pair_indices = np.asarray(pair_indices, dtype=np.int64)
-        return self.replace(texts=self.texts[pair_indices], image_index=self.image_index[pair_indices])
+        labels = None if self.labels is None else self.labels[pair_indices]
+        return self.replace(texts=self.texts[pair_indices], image_index=self.image_index[pair_indices], labels=labels)
 
     def replace(self, **changes):
         """A copy with some attributes replaced (e.g. the captions after
@@ -125,8 +136,11 @@ class PairData:
             meta=dict(self.meta),
             towers=self.towers,
             backbone=self.backbone,
+            labels=self.labels,
         )
         kwargs.update(changes)
+        if "labels" not in changes and kwargs["labels"] is not None and len(kwargs["labels"]) != len(kwargs["image_index"]):
+            kwargs["labels"] = None  # other pairs (e.g. decoys appended): the judgements belonged to the old ones
         return PairData(**kwargs)
 
 

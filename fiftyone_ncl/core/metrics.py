@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
-def detection_metrics(noisy, confidence, threshold=None):
+def detection_metrics(noisy, confidence, threshold=None, flags=None):
     """Measures how well ``confidence`` separates noisy from clean pairs.
 
     Args:
@@ -16,12 +16,19 @@ def detection_metrics(noisy, confidence, threshold=None):
         confidence: array of clean probabilities (higher = more likely clean)
         threshold (None): if given, also report precision / recall / F1 of the
             decision ``confidence < threshold``
+        flags (None): a decision already made (True = flagged): report its
+            precision / recall / F1 instead
 
     Returns:
         a dict with ``auroc``, ``ap``, ``precision_at_k`` (k = number of noisy
-        pairs), ``k``, ``noise_rate`` and, with a threshold, ``precision``,
-        ``recall``, ``f1``, ``flagged``. AUROC and AP are None when only one
-        class is present.
+        pairs), ``k``, ``noise_rate``, the threshold-free F1 scores of
+        LEMoN's protocol: ``f1_at_rate`` (flagging as many pairs as are
+        noisy, LEMoN's "F1 at the true prevalence"; it equals
+        ``precision_at_k``) and ``best_f1`` (the best F1 over every cut, an
+        upper bound of LEMoN's F1 at a threshold chosen on labelled
+        validation data), and, with a threshold, ``precision``, ``recall``,
+        ``f1``, ``flagged`` of the decision. AUROC and AP are None when only
+        one class is present.
     """
     noisy = np.asarray(noisy, dtype=bool)
     confidence = np.asarray(confidence, dtype=np.float64)
@@ -42,13 +49,20 @@ def detection_metrics(noisy, confidence, threshold=None):
     out["ap"] = float(average_precision_score(noisy, score)) if both else None
     if k > 0:
         # stable sort so ties keep a deterministic order
-        top = np.argsort(-score, kind="stable")[:k]
-        out["precision_at_k"] = float(noisy[top].mean())
+        order = np.argsort(-score, kind="stable")
+        out["precision_at_k"] = float(noisy[order[:k]].mean())
+        # F1 of flagging the j least confident pairs, j = 1..n: 2 tp / (j + k)
+        tp = np.cumsum(noisy[order])
+        out["best_f1"] = float(np.max(2.0 * tp / (np.arange(1, noisy.size + 1) + k)))
     else:
         out["precision_at_k"] = None
+        out["best_f1"] = None
+    out["f1_at_rate"] = out["precision_at_k"]
 
-    if threshold is not None:
-        flagged = confidence < threshold
+    if threshold is not None or flags is not None:
+        flagged = confidence < threshold if flags is None else np.asarray(flags, dtype=bool)
+        if flagged.shape != noisy.shape:
+            raise ValueError("flags has shape %s but noisy has %s" % (flagged.shape, noisy.shape))
         tp = int((flagged & noisy).sum())
         n_flagged = int(flagged.sum())
         precision = tp / n_flagged if n_flagged else 0.0

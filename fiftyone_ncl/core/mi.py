@@ -36,7 +36,9 @@ from fiftyone_ncl.core.training import adam
 class _GradReverse(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, coef):  # pylint: disable=arguments-differ
-        ctx.coef = float(coef)
+        # a tensor coefficient stays on the device (read at backward time,
+        # no host synchronisation; a captured CUDA graph reads each step's value)
+        ctx.coef = coef.detach() if torch.is_tensor(coef) else float(coef)
         return x.view_as(x)
 
     @staticmethod
@@ -45,7 +47,8 @@ class _GradReverse(torch.autograd.Function):
 
 
 def grad_reverse(x, coef=1.0):
-    """Identity in the forward pass; the gradient is multiplied by ``-coef``."""
+    """Identity in the forward pass; the gradient is multiplied by ``-coef``
+    (a float or a 0-d tensor)."""
     return _GradReverse.apply(x, coef)
 
 

@@ -203,3 +203,121 @@ def inject_nouns(captions, categories, vocabulary, rate, seed=0):
         )
         noisy[p] = new[p] != captions[p]
     return new, noisy
+
+
+def _per_image_classes(image_index, classes, n_images):
+    """(N,) class of each image from a (P,) class per pair (None stays None)."""
+    if classes is None:
+        return None
+    out = np.full(n_images, -1, dtype=np.int64)
+    out[image_index] = np.asarray(classes)
+    return out
+
+
+def _neighbor_sources(features, image_index, chosen, rng, k, image_classes):
+    """For each chosen pair, the row of a caption of one of the ``k`` nearest
+    other images (of another class when ``image_classes`` is given), or the
+    pair itself when no such image exists."""
+    from sklearn.neighbors import NearestNeighbors
+
+    features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    counts = np.bincount(image_index, minlength=len(features))
+    by_image = np.argsort(image_index, kind="stable")  # captions grouped by image
+    starts = np.cumsum(counts) - counts
+    source = np.asarray(chosen).copy()
+    own = image_index[chosen]
+    # one search per class (candidates: the images of the other classes), or
+    # one over all images at instance level; images without captions lend none
+    keys = np.zeros(len(chosen), dtype=np.int64) if image_classes is None else image_classes[own]
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        ok = counts > 0
+        if image_classes is not None:
+            ok &= image_classes != key
+        pool = np.flatnonzero(ok)
+        if len(pool) == 0:
+            continue
+        n_query = min(len(pool), k + (image_classes is None))  # +1: the image itself
+        _, idx = NearestNeighbors(n_neighbors=n_query).fit(features[pool]).kneighbors(features[own[rows]])
+        cand = pool[idx]
+        valid = cand != own[rows, None]
+        # the valid candidates first (stable: nearest first), the k nearest kept
+        order = np.argsort(~valid, axis=1, kind="stable")
+        cand = np.take_along_axis(cand, order, axis=1)[:, :k]
+        n_valid = np.minimum(valid.sum(1), k)
+        has = n_valid > 0
+        pick = cand[has, (rng.random(int(has.sum())) * n_valid[has]).astype(np.int64)]
+        offset = (rng.random(len(pick)) * counts[pick]).astype(np.int64)
+        source[rows[has]] = by_image[starts[pick] + offset]
+    return source
+
+
+def inject_neighbors(features, image_index, rate, seed=0, k=10, classes=None):
+    """Near-neighbour swaps: a fraction ``rate`` of captions is replaced by a
+    caption of one of the ``k`` nearest *other* images in ``features``.
+
+    With ``features`` = the shared factors of a synthetic problem (or class
+    prototypes, or any trusted embedding) the new caption describes a
+    look-alike image: the hard case that a random permutation rarely makes.
+
+    Args:
+        features: (N, d) one vector per image, in the space "near" is measured in
+        image_index: (P,) image row of each caption
+        rate: fraction of captions replaced
+        seed (0): random seed
+        k (10): the new caption's image is drawn uniformly among this many
+            nearest other images
+        classes (None): optional (P,) class of each pair's image for
+            class-level truth; the neighbours are then the nearest images of
+            *other* classes (a same-class caption would still match)
+
+    Returns:
+        an :class:`InjectedNoise` of kind ``"neighbor"`` (a caption may be
+        carried by several pairs, as in :func:`inject_category`)
+    """
+    _check_rate(rate)
+    if k < 1:
+        raise ValueError("k must be >= 1, got %r" % k)
+    image_index = np.asarray(image_index, dtype=np.int64)
+    n = len(image_index)
+    if len(features) <= int(image_index.max(initial=-1)):
+        raise ValueError("features has %d rows but image_index points to image %d" % (len(features), image_index.max()))
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(n, int(round(rate * n)), replace=False))
+    image_classes = _per_image_classes(image_index, classes, len(features))
+    source = np.arange(n)
+    if len(chosen):
+        source[chosen] = _neighbor_sources(features, image_index, chosen, rng, k, image_classes)
+    return InjectedNoise(source, _noisy_mask(source, image_index, classes), "neighbor", rate, seed)
+
+
+def inject_mixed(features, image_index, rate, seed=0, k=10, classes=None, neighbor_fraction=0.5):
+    """Part random, part near-neighbour swaps (kind ``"mixed"``).
+
+    A fraction ``rate`` of captions is chosen; ``neighbor_fraction`` of them
+    get a caption of one of the ``k`` nearest other images in ``features``
+    (:func:`inject_neighbors`), the rest are permuted among themselves
+    (:func:`inject_random`).
+
+    Args:
+        features, image_index, rate, seed, k, classes: as in :func:`inject_neighbors`
+        neighbor_fraction (0.5): share of the chosen captions given a neighbour's
+
+    Returns:
+        an :class:`InjectedNoise` of kind ``"mixed"``
+    """
+    _check_rate(rate)
+    if not 0.0 <= neighbor_fraction <= 1.0:
+        raise ValueError("neighbor_fraction must be in [0, 1], got %r" % neighbor_fraction)
+    image_index = np.asarray(image_index, dtype=np.int64)
+    n = len(image_index)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(n, int(round(rate * n)), replace=False)
+    n_near = int(round(neighbor_fraction * len(chosen)))
+    near, rand = np.sort(chosen[:n_near]), chosen[n_near:]
+    source = np.arange(n)
+    source[rand] = rand[rng.permutation(len(rand))]
+    if len(near):
+        image_classes = _per_image_classes(image_index, classes, len(features))
+        source[near] = _neighbor_sources(features, image_index, near, rng, k, image_classes)
+    return InjectedNoise(source, _noisy_mask(source, image_index, classes), "mixed", rate, seed)

@@ -12,10 +12,17 @@ import torch
 from fiftyone_ncl.core.checkpoint import check_shapes, read_header, read_tensors
 from fiftyone_ncl.core.methods.base import MOVED_TO_INPUTS, CorrespondenceMethod, make_config
 from fiftyone_ncl.core.methods.baselines import CosineMethod, GMMMethod
+from fiftyone_ncl.core.methods.cca import CCAMethod
 from fiftyone_ncl.core.methods.crcl import CRCLMethod
 from fiftyone_ncl.core.methods.disncl import DisNCLMethod
+from fiftyone_ncl.core.methods import ensemble as _ensemble
+from fiftyone_ncl.core.methods.ensemble import EnsembleMethod
+from fiftyone_ncl.core.methods.neighbors import NeighborsMethod
 
-_METHODS = {cls.name: cls for cls in (CosineMethod, GMMMethod, CRCLMethod, DisNCLMethod)}
+_METHODS = {
+    cls.name: cls
+    for cls in (CosineMethod, GMMMethod, CCAMethod, CRCLMethod, DisNCLMethod, NeighborsMethod, EnsembleMethod)
+}
 
 
 def register_method(cls):
@@ -40,6 +47,10 @@ def get_method_class(name):
         raise ValueError("unknown method %r; available: %s" % (name, ", ".join(_METHODS))) from None
 
 
+# ensemble members are looked up here too (methods registered later included)
+_ensemble.use_registry(get_method_class)
+
+
 def build_method(name, **options):
     """Instantiates method ``name`` with its options."""
     return get_method_class(name)(**options)
@@ -47,8 +58,10 @@ def build_method(name, **options):
 
 def method_capabilities(name):
     """What the App and the CLI need to know about a method without
-    building it: ``{"name", "summary", "trains", "options": {option:
-    default}, "form_options": [...]}``."""
+    building it: ``{"name", "summary", "trains", "uses_labels", "options":
+    {option: default}, "form_options": [...]}`` (``uses_labels``: whether
+    it learns from the ``labels`` argument of
+    :func:`fiftyone_ncl.compute_correspondence`)."""
     import dataclasses
 
     cls = get_method_class(name)
@@ -57,6 +70,7 @@ def method_capabilities(name):
         "name": cls.name,
         "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else cls.name,
         "trains": bool(cls.trains),
+        "uses_labels": bool(cls.uses_labels),
         "options": defaults,
         "form_options": [o for o in cls.form_options if o in defaults],
     }
@@ -90,7 +104,7 @@ def load_method(path, **overrides):
         probe = cls(**config)
         probe._build_for(spec)
         expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
-    check_shapes(path, header["tensors"], expected, extras=cls.checkpoint_extras)
+    check_shapes(path, header["tensors"], expected, extras=probe.checkpoint_extras)
     method = cls(**config)
     method._build_for(spec)
     method.load_state_dict(read_tensors(path))

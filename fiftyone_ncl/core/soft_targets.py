@@ -34,6 +34,8 @@ one). For caption anchors, same-image columns are the anchor's own
 """
 import torch
 
+from fiftyone_ncl.core.losses import eye_mask
+
 
 def hard_targets(same_image):
     """Row-normalised same-image mask: the one-to-one target (the diagonal),
@@ -55,14 +57,14 @@ def candidate_mask(affinity, k=5, same_image=None):
 def _neighbours(affinity, k, exclude):
     """Top-``k`` entries of each row outside ``exclude`` (fewer when a row
     has fewer candidates)."""
-    n = affinity.shape[0]
-    out = torch.zeros(n, n, dtype=torch.bool, device=affinity.device)
+    n = affinity.shape[-1]
+    out = torch.zeros(affinity.shape, dtype=torch.bool, device=affinity.device)
     k = int(min(k, n - 1))
     if k <= 0:
         return out
     off = affinity.float().masked_fill(exclude, float("-inf"))
-    _, top = off.topk(k, dim=1)
-    out.scatter_(1, top, True)
+    _, top = off.topk(k, dim=-1)
+    out.scatter_(-1, top, True)
     # rows with fewer than k candidates picked excluded entries at -inf
     out &= ~exclude
     return out
@@ -86,7 +88,8 @@ def soft_targets(
     Args:
         teacher: (B, d) detached, L2-normalised features of the anchors'
             modality (EMA teacher or previous-epoch features); row j is the
-            anchor of pair j
+            anchor of pair j. A (G, B, d) stack computes G sets of targets
+            at once (DisNCL's image and caption anchors)
         weights: (B,) clean confidence w_j of each pair (no gradient)
         same_image (None): optional (B, B) bool, True where pairs i and j
             share an image
@@ -94,7 +97,7 @@ def soft_targets(
         tau_s (0.05): temperature of the prior
         a0 (0.1): soft mass of a fully clean pair
         ramp (1.0): scale of the soft part in [0, 1] (0 during warm-up:
-            the target is then the hard one)
+            the target is then the hard one); a float or a 0-d tensor
         eps (1e-3): added to w in the prior, so a row whose candidates are
             all doubtful still has a defined prior
         min_mass (0.5): rows whose total confidence ``w_i + sum_{j in P_i} w_j``
@@ -103,44 +106,61 @@ def soft_targets(
         same_image_in_prior (True): whether the other captions of the
             anchor's image are candidates of the prior (with affinity 1):
             True for image anchors (they are captions of the anchor), False
-            for caption anchors (they are the anchor's own labelled image)
+            for caption anchors (they are the anchor's own labelled image);
+            one per group for a (G, B, d) teacher
 
     Returns:
         ``(targets, row_weight, mask)``: (B, B) row-stochastic float32
         targets, (B,) loss weight of each row, and the (B, B) bool mask
         (diagonal + same-image + neighbours) outside which targets are 0
+        (each with the teacher's leading group axis, if any)
     """
     teacher = teacher.float()
     w = weights.float().clamp(0.0, 1.0)
-    n = teacher.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=teacher.device)
+    n = teacher.shape[-2]
+    eye = eye_mask(n, teacher.device)
     same = eye if same_image is None else (same_image.bool() | eye)
-    affinity = teacher @ teacher.T
-    affinity = torch.where(same, torch.ones_like(affinity), affinity)
+    affinity = teacher @ teacher.transpose(-1, -2)
+    affinity = affinity.masked_fill(same, 1.0)
     neighbours = _neighbours(affinity, k, same)
     mask = same | neighbours
-    support = neighbours | (same & ~eye) if same_image_in_prior else neighbours
+    support = neighbours
+    if same_image is not None:
+        in_prior = same_image_in_prior
+        if isinstance(in_prior, (list, tuple)):
+            extra = same & ~eye
+            support = torch.stack([nb | extra if flag else nb for nb, flag in zip(neighbours, in_prior)])
+        elif in_prior:
+            support = neighbours | (same & ~eye)
 
     hard = hard_targets(same)
     logits = affinity / tau_s + torch.log(w + eps)[None, :]
     logits = logits.masked_fill(~support, float("-inf"))
-    has_prior = support.any(1, keepdim=True)
-    prior = torch.where(has_prior, torch.softmax(logits.masked_fill(~has_prior, 0.0), dim=1), hard)
+    has_prior = support.any(-1, keepdim=True)
+    prior = torch.where(has_prior, torch.softmax(logits.masked_fill(~has_prior, 0.0), dim=-1), hard)
     prior = prior.masked_fill(~(support | ~has_prior), 0.0)
 
-    ramp = float(min(max(ramp, 0.0), 1.0))
+    if torch.is_tensor(ramp):
+        ramp = ramp.float().clamp(0.0, 1.0)
+    else:
+        ramp = float(min(max(ramp, 0.0), 1.0))
     a = ramp * (a0 + (1.0 - a0) * (1.0 - w))
     targets = (1.0 - a)[:, None] * hard + a[:, None] * prior
 
-    mass = w + (w[None, :] * support.float()).sum(1)
+    mass = w + (w * support.float()).sum(-1)
     row_weight = (1.0 - ramp) + ramp * (mass / max(min_mass, 1e-12)).clamp(max=1.0)
     return targets, row_weight, mask
 
 
 def soft_cross_entropy(logits, targets, row_weight=None):
     """(Weighted) mean over rows of ``-sum_j targets_ij log softmax(logits)_ij``."""
-    logp = torch.log_softmax(logits.float(), dim=1)
-    per_row = -(targets * logp.masked_fill(targets == 0, 0.0)).sum(1)
+    return soft_cross_entropy_from_log_probs(torch.log_softmax(logits.float(), dim=1), targets, row_weight)
+
+
+def soft_cross_entropy_from_log_probs(logp, targets, row_weight=None):
+    """:func:`soft_cross_entropy` from the rows' log-softmax (for a caller
+    that shares it with another term)."""
+    per_row = -(targets * logp.masked_fill(targets == 0, 0.0)).sum(-1)
     if row_weight is None:
         return per_row.mean()
     return (row_weight * per_row).sum() / row_weight.sum().clamp_min(1e-12)

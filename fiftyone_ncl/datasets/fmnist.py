@@ -12,7 +12,9 @@ import os
 
 import numpy as np
 
-DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
+# FIFTYONE_NCL_FMNIST_DIR: another folder holding the same four .gz files
+# (a machine without the Debian package, e.g. a GPU check machine)
+DEFAULT_ROOT = os.environ.get("FIFTYONE_NCL_FMNIST_DIR") or "/usr/share/datasets/fashion-mnist"
 
 CLASS_NAMES = [
     "t-shirt",

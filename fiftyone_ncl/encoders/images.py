@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+MIN_SIDE = 4  # pixels: below this an image shows nothing a caption could describe
 _VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
 
@@ -15,7 +16,8 @@ def open_image(path, mode="RGB"):
 
     Raises:
         FileNotFoundError: naming ``path`` when it does not exist
-        ValueError: naming ``path`` when it is a video or cannot be decoded
+        ValueError: naming ``path`` when it is a video, cannot be decoded, or
+            is smaller than 4 x 4 pixels
     """
     from PIL import Image
 
@@ -25,13 +27,23 @@ def open_image(path, mode="RGB"):
     try:
         with Image.open(path) as im:
             im.load()
+            if min(im.size) < MIN_SIDE:
+                raise _TooSmall("%s is %dx%d pixels: too small to show anything a caption could describe "
+                                "(at least %dx%d); leave it out of the view you score"
+                                % (path, im.size[0], im.size[1], MIN_SIDE, MIN_SIDE))
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                 im = _to_8bit(im)
             return im.convert(mode)
     except FileNotFoundError:
         raise FileNotFoundError("image file not found: %s" % path) from None
+    except _TooSmall as e:
+        raise ValueError(str(e)) from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ValueError("cannot read image file %s: %s" % (path, e)) from e
+
+
+class _TooSmall(Exception):
+    pass
 
 
 def _to_8bit(im):

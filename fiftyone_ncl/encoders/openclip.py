@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 
-from fiftyone_ncl.core.training import resolve_device
+from fiftyone_ncl.core.training import Progress, resolve_device
 from fiftyone_ncl.core.vectors import normalize_rows
 from fiftyone_ncl.encoders.base import Encoder, batched
 from fiftyone_ncl.encoders.images import LazyImages, open_image
@@ -43,13 +43,20 @@ class OpenClipEncoder(Encoder):
             checkpoint file, or None for random weights
         device ("auto"): ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``
         batch_size (64): default batch size
+        num_workers (None): DataLoader worker processes that read, decode and
+            preprocess image files while the model embeds earlier batches;
+            None = up to 12 (fewer on small machines) on CUDA, 0 on CPU (the
+            model then needs the cores itself)
     """
 
     embeds_images = True
     embeds_texts = True
 
-    def __init__(self, model_name=DEFAULT_MODEL, pretrained=DEFAULT_PRETRAINED, device="auto", batch_size=64):
+    def __init__(self, model_name=DEFAULT_MODEL, pretrained=DEFAULT_PRETRAINED, device="auto", batch_size=64,
+                 num_workers=None):
         self.model_name = model_name
+        self.num_workers = num_workers
+        self.last_num_workers = 0
         self.pretrained = pretrained
         self.device_name = device
         self.batch_size = batch_size
@@ -126,20 +133,60 @@ class OpenClipEncoder(Encoder):
         return normalize_rows(np.concatenate(out), "open_clip caption embeddings", copy=False)
 
     def embed_images(self, filepaths, batch_size=None, progress=True):
+        chunks = list(self.iter_image_embeddings(filepaths, batch_size=batch_size, progress=progress))
+        if not chunks:
+            return np.zeros((0, 0), np.float32)
+        return normalize_rows(np.concatenate(chunks), "open_clip image embeddings", labels=list(filepaths), copy=False)
+
+    def iter_image_embeddings(self, filepaths, batch_size=None, progress=True, chunk_batches=16):
+        """Embeddings of the image files in order, as float32 chunks of
+        ``chunk_batches`` batches (not normalised), for a caller that writes
+        them as they come.
+
+        Files are read, decoded and preprocessed by DataLoader workers
+        (:attr:`num_workers`) into pinned memory while the model embeds
+        earlier batches under autocast; the results stay on the device and
+        cross to the host a chunk at a time without stalling the GPU."""
         import torch
 
         self._load()
         filepaths = list(filepaths)
-        out = []
         bs = batch_size or self.batch_size
-        with torch.no_grad():
-            for _, batch in batched(filepaths, bs, progress, "open_clip images"):
-                x = torch.stack([self._preprocess(open_image(path)) for path in batch]).to(self._device)
+        cuda = self._device.type == "cuda"
+        workers = self.num_workers
+        if workers is None:
+            workers = min(12, max(1, (os.cpu_count() or 2) - 1)) if cuda else 0
+        self.last_num_workers = workers = int(workers) if len(filepaths) > bs else 0
+        loader = torch.utils.data.DataLoader(
+            _ImageFiles(filepaths, self._preprocess),
+            batch_size=bs,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=cuda,
+            prefetch_factor=4 if workers else None,
+        )
+        pending, in_flight = [], None
+        with torch.no_grad(), Progress((len(filepaths) + bs - 1) // bs, "open_clip images", progress) as bar:
+            for x in loader:
+                x = x.to(self._device, non_blocking=True)
                 with _autocast(self._device):
-                    out.append(self._model.encode_image(x).float().cpu().numpy())
-        if not out:
-            return np.zeros((0, 0), np.float32)
-        return normalize_rows(np.concatenate(out), "open_clip image embeddings", labels=filepaths, copy=False)
+                    pending.append(self._model.encode_image(x).float())
+                bar.update()
+                if len(pending) >= chunk_batches:
+                    # start this chunk's copy, hand out the previous one (its
+                    # copy has had a chunk's time to finish): the GPU never
+                    # waits for the host
+                    started, pending = _start_copy(pending), []
+                    if in_flight is not None:
+                        yield _finish_copy(in_flight)
+                    in_flight = started
+        if pending:
+            started = _start_copy(pending)
+            if in_flight is not None:
+                yield _finish_copy(in_flight)
+            in_flight = started
+        if in_flight is not None:
+            yield _finish_copy(in_flight)
 
     def training_inputs(self, filepaths, captions):
         """Inputs to fine-tune this model end to end: lazily loaded images,
@@ -190,6 +237,44 @@ def load_open_clip(model_name, pretrained=None, device="cpu"):
             raise
     model.eval()
     return model, preprocess, open_clip.get_tokenizer(model_name)
+
+
+class _ImageFiles:
+    """A map-style dataset of preprocessed images (DataLoader workers call
+    it; module-level so it pickles)."""
+
+    def __init__(self, paths, transform):
+        self.paths = paths
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return self.transform(open_image(self.paths[i]))
+
+
+def _start_copy(tensors):
+    """Concatenates device tensors and starts their copy to the host
+    (asynchronous, into pinned memory, on CUDA); see :func:`_finish_copy`."""
+    import torch
+
+    out = torch.cat(tensors)
+    if not out.is_cuda:
+        return out, None
+    host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+    host.copy_(out, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
+
+
+def _finish_copy(started):
+    """The float32 numpy array of a :func:`_start_copy` (waits for that copy only)."""
+    host, event = started
+    if event is not None:
+        event.synchronize()
+    return host.numpy()
 
 
 def _autocast(device):

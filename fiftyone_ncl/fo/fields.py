@@ -26,6 +26,18 @@ DESCRIPTIONS = {
     "mei_text": "DisNCL modality-exclusive embedding of the caption",
     "emb_image": "the method's image embedding",
     "emb_text": "the method's caption embedding",
+    "duplicate_group": "group of a caption pasted onto unrelated images (caption-<i>) or of copies of one image "
+    "with contradicting captions (image-<i>); None when in no group",
+}
+
+# the embedding space each stored vector suffix lives in: the image and caption
+# sides of one space share it (recorded as field info "ncl_space", so that a
+# later run given both fields reads them as one space); DisNCL's exclusive
+# embeddings are each their own space
+VECTOR_SPACES = {
+    "mii_image": "mii", "mii_text": "mii",
+    "emb_image": "emb", "emb_text": "emb",
+    "mei_image": "mei_image", "mei_text": "mei_text",
 }
 
 # per-pair values and how a sample's list of captions is summarised
@@ -38,7 +50,7 @@ def field_name(key, suffix):
 
 def planned_suffixes(method_cls, is_list, suggest=True, store_embeddings=False):
     """The field suffixes a run of ``method_cls`` will write."""
-    out = ["confidence", "noisy", "similarity"]
+    out = ["confidence", "noisy", "margin", "similarity"]
     if "label" in method_cls.output_fields:
         out.append("label")
     if is_list:
@@ -48,10 +60,22 @@ def planned_suffixes(method_cls, is_list, suggest=True, store_embeddings=False):
     out += [s for s in method_cls.output_fields if s != "label"]
     if store_embeddings:
         out += ["emb_image", "emb_text"]
+    # every run groups pasted captions and contradicted duplicate images
+    out += ["duplicate_group"] + (["caption_duplicate_group"] if is_list else [])
     return out
 
 
-def run_columns(run_key, pairs, results, vectors):
+def vector_space_info(dataset_id, run_key, suffixes):
+    """Field info of a run's stored vector fields: ``{field: {"ncl_space":
+    "<dataset id>:<run key>:<space>"}}``, equal for the two sides of one
+    space (e.g. ``{key}_mii_image`` and ``{key}_mii_text``)."""
+    return {
+        field_name(run_key, s): {"ncl_space": "%s:%s:%s" % (dataset_id, run_key, VECTOR_SPACES.get(s, s))}
+        for s in suffixes
+    }
+
+
+def run_columns(run_key, pairs, results, vectors, duplicate_group=None):
     """The values to write, per field.
 
     Args:
@@ -60,6 +84,10 @@ def run_columns(run_key, pairs, results, vectors):
         results: the :class:`~fiftyone_ncl.fo.runs.CorrespondenceResults`
         vectors: dict suffix -> (N, d) image-side or (P, d) caption-side
             embeddings to store
+        duplicate_group (None): (P,) duplicate group id of each pair, None
+            where in no group (:class:`~fiftyone_ncl.core.duplicates.DuplicateReport`);
+            with list captions ``caption_duplicate_group`` holds ``""`` for a
+            caption in no group, and None for a sample with no grouped caption
 
     Returns:
         dict field -> ``(values aligned with pairs.sample_ids, field type,
@@ -101,6 +129,18 @@ def run_columns(run_key, pairs, results, vectors):
         rows = results.suggestion_index
         add("suggestion", [pairs.captions[j] if j >= 0 else None for j in rows], fof.StringField)
         add("suggestion_id", [pairs.sample_ids[pairs.image_index[j]] if j >= 0 else None for j in rows], fof.StringField)
+
+    if duplicate_group is not None:
+        if not pairs.is_list:
+            add("duplicate_group", list(duplicate_group), fof.StringField)
+        else:
+            bounds = np.searchsorted(pairs.image_index, np.arange(pairs.n_images + 1))
+            lists = [list(duplicate_group[bounds[i] : bounds[i + 1]]) for i in range(pairs.n_images)]
+            add("duplicate_group", [next((g for g in v if g is not None), None) for v in lists], fof.StringField)
+            # a list of strings holds no None: "" marks a caption in no group,
+            # and a sample none of whose captions is grouped gets None
+            add("caption_duplicate_group", [[g or "" for g in v] if any(v) else None for v in lists],
+                fof.ListField, fof.StringField)
 
     for suffix, arr in vectors.items():
         arr = np.asarray(arr, dtype=np.float32)

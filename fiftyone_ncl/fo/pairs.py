@@ -1,5 +1,8 @@
 """Reading image-caption pairs from a FiftyOne collection, with the checks
 that turn bad input into an error naming the field, sample or file."""
+import hashlib
+import json
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -7,6 +10,13 @@ import numpy as np
 import fiftyone.core.fields as fof
 
 _SHOW = 5  # how many offending sample ids an error message lists
+# characters that show nothing though Unicode does not class them as spaces
+_FILLERS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+# view stages that select or order samples but never change their values
+_SAFE_STAGES = frozenset((
+    "Exclude", "ExcludeBy", "Exists", "GroupBy", "Limit", "Match", "MatchTags", "Select", "SelectBy",
+    "Shuffle", "Skip", "SortBy", "SortBySimilarity", "Take", "SelectGroupSlices",
+))
 
 
 @dataclass
@@ -21,6 +31,8 @@ class CollectionPairs:
         captions: (P,) caption strings
         image_index: (P,) sample row of each caption
         caption_position: (P,) index of the caption in its sample's list
+        caption_hash: (N,) fingerprint of each sample's caption value (to
+            tell later whether the captions changed)
     """
 
     caption_field: str
@@ -30,6 +42,7 @@ class CollectionPairs:
     captions: list
     image_index: np.ndarray
     caption_position: np.ndarray
+    caption_hash: np.ndarray = None
 
     @property
     def n_images(self):
@@ -83,6 +96,54 @@ def caption_kind(samples, caption_field):
     return kind
 
 
+def is_blank(text):
+    """True when ``text`` shows nothing: empty, spaces, or only invisible
+    characters (zero-width spaces and joiners, control characters...)."""
+    return not any(unicodedata.category(ch)[0] not in "CZ" and ch not in _FILLERS for ch in str(text))
+
+
+def caption_hashes(values):
+    """A 63-bit fingerprint of each caption value (a string or a list)."""
+    out = []
+    for v in values:
+        digest = hashlib.blake2b(json.dumps(v, ensure_ascii=False).encode(), digest_size=8).digest()
+        out.append(int.from_bytes(digest, "little") & 0x7FFFFFFFFFFFFFFF)
+    return out
+
+
+def check_collection_kind(samples):
+    """Raises a ValueError for collections whose samples are not image-caption
+    pairs one by one: grouped datasets (only the active slice would be seen)."""
+    if samples.media_type == "group":
+        slices = ", ".join(sorted(samples.group_media_types)) if hasattr(samples, "group_media_types") else ""
+        raise ValueError(
+            "%r is a grouped dataset: only its active slice %r would be scored; choose the slice to "
+            "score, e.g. samples.select_group_slices(%r) (slices: %s)"
+            % (samples._dataset.name, samples.group_slice, samples.group_slice, slices)
+        )
+
+
+def _check_view_captions(samples, caption_field, sample_ids, values):
+    """Raises a ValueError when the collection shows captions other than the
+    stored ones (a view that slices, filters or rewrites them): results would
+    be written against captions the dataset does not hold."""
+    stages = getattr(samples, "_stages", None)
+    if not stages or all(type(st).__name__ in _SAFE_STAGES for st in stages):
+        return
+    stored = samples._dataset.select(sample_ids, ordered=True).values(caption_field)
+    changed = [sid for sid, a, b in zip(sample_ids, values, stored) if a != b]
+    if changed:
+        raise ValueError(
+            "the view changes caption field %r on %d of %d samples (e.g. %s: %d captions shown, %d stored); "
+            "results are written per stored caption, so score a view that does not slice, filter or "
+            "rewrite %r"
+            % (caption_field, len(changed), len(sample_ids), changed[0],
+               *(len(v) if isinstance(v, (list, tuple)) else 1
+                 for v in (values[sample_ids.index(changed[0])], stored[sample_ids.index(changed[0])])),
+               caption_field)
+        )
+
+
 def check_collection_size(samples):
     """Raises a ValueError for an empty or one-sample collection."""
     n = len(samples)
@@ -110,14 +171,27 @@ def read_pairs(samples, caption_field):
             missing or not text, or a caption is None or blank
     """
     check_collection_size(samples)
+    check_collection_kind(samples)
     kind = caption_kind(samples, caption_field)
 
     sample_ids, filepaths, values = samples.values(["id", "filepath", caption_field])
+    if len(set(sample_ids)) != len(sample_ids):
+        seen, dup = set(), []
+        for sid in sample_ids:
+            if sid in seen:
+                dup.append(sid)
+            seen.add(sid)
+        raise ValueError(
+            "the collection holds %d samples more than once (e.g. %s), as concat() of overlapping "
+            "views makes; each sample has one result, so score a view that holds each sample once"
+            % (len(dup), ", ".join(dup[:_SHOW]))
+        )
+    _check_view_captions(samples, caption_field, list(sample_ids), values)
     bad = []
     captions, image_index, position = [], [], []
     for row, (sid, value) in enumerate(zip(sample_ids, values)):
         items = value if kind == "list" else [value]
-        if not items or any(c is None or not str(c).strip() for c in items):
+        if not items or any(c is None or is_blank(c) for c in items):
             bad.append(sid)
             continue
         for pos, caption in enumerate(items):
@@ -127,7 +201,8 @@ def read_pairs(samples, caption_field):
     if bad:
         raise ValueError(
             "caption field %r is None or blank on %d of %d samples (e.g. %s); fill them "
-            "or leave them out, e.g. samples.match(F(%r) != None)"
+            "or leave them out, e.g. samples.match(F(%r) != None) (blank: only spaces or invisible "
+            "characters such as zero-width spaces)"
             % (caption_field, len(bad), len(sample_ids), ", ".join(bad[:_SHOW]), caption_field)
         )
     return CollectionPairs(
@@ -138,4 +213,5 @@ def read_pairs(samples, caption_field):
         captions=captions,
         image_index=np.asarray(image_index, dtype=np.int64),
         caption_position=np.asarray(position, dtype=np.int64),
+        caption_hash=np.asarray(caption_hashes(values), dtype=np.int64),
     )

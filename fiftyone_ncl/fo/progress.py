@@ -3,8 +3,21 @@
 ``progress`` arguments across the SDK accept True (tqdm bars), False
 (silent), or a callable ``fn(fraction, label)``; an operator passes one that
 calls ``ctx.set_progress``. A run reports embedding, training, scoring and
-writing as consecutive slices of one 0..1 scale.
+writing as consecutive slices of one 0..1 scale. ``True`` draws bars only
+when someone watches (stderr is a terminal, or a Jupyter kernel runs):
+logs, CI and piped output stay quiet (pass a callable to follow progress
+there).
 """
+import sys
+
+
+def _is_terminal():
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 class PhasedProgress:
@@ -27,7 +40,7 @@ class PhasedProgress:
     def phase(self, name):
         """The ``progress`` argument to hand to the code doing phase ``name``."""
         if not callable(self.progress):
-            return bool(self.progress)
+            return bool(self.progress) and _is_terminal()
         start, share = self._start[name]
 
         def report(fraction, label):

@@ -68,6 +68,14 @@ def test_compute_immediate_then_review_loop(make_dataset):
     info = _run("get_correspondence_info", ds, {"run_key": "ncl"}).result
     assert info["method"] == "gmm" and info["pairs"] == 80 and info["flagged"] == flagged
     assert info["config"]["caption_field"] == "caption"
+    assert "look mismatched" in info["estimate"] and info["health"] in ("ok", "check")
+
+    # re-decide from the App: the 5 lowest, re-tagged, without retraining
+    similarity = ds.values("ncl_similarity")
+    result = _run("decide_mismatches", ds, {"run_key": "ncl", "decision": "top_k", "level": 5}).result
+    assert result["flagged"] == 5 and result["tagged"] == 5 and "5 of 80 pairs flagged" in result["estimate"]
+    assert ds.count_sample_tags() == {"suspected_mismatch": 5} and ds.values("ncl_similarity") == similarity
+    assert _run("get_correspondence_info", ds, {"run_key": "ncl"}).result["decision"] == "top_k (level 5)"
 
     plot = _run("plot_confidence", ds, {"run_key": "ncl"}).result["plot"]
     assert {t.get("name") for t in plot["data"]} >= {"clean component", "noisy component", "confidence"}

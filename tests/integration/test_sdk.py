@@ -61,13 +61,23 @@ def test_gmm_writes_fields_records_run_and_finds_swaps(make_dataset):
     assert all(s is None for s in clean_unflagged)
 
 
-def test_cosine_confidence_is_the_mapped_cosine(make_dataset):
+def test_cosine_confidence_is_a_probability_ranked_like_the_cosine(make_dataset):
     ds = make_dataset(n=60, n_swapped=10)
     results = _score(ds, method="cosine", run_key="cos")
     img, txt = np.stack(ds.values("img")), np.stack(ds.values("txt"))
     cos = np.sum(img * txt, 1) / np.linalg.norm(img, axis=1) / np.linalg.norm(txt, axis=1)
     np.testing.assert_allclose(ds.values("cos_similarity"), cos, atol=1e-5)
-    np.testing.assert_allclose(results.confidence, (1 + cos) / 2, atol=1e-5)
+    # the decision layer's probability that the pair matches: ordered as the
+    # cosine, never saturated, and it flags the swapped pairs (the raw
+    # (1 + cos) / 2 of earlier releases flagged only negative cosines)
+    conf = np.asarray(results.confidence, dtype=np.float64)
+    assert np.all(np.diff(conf[np.argsort(cos)]) >= -1e-7)
+    assert conf.min() >= 1e-3 - 1e-6 and conf.max() <= 1 - 1e-3 + 1e-6
+    truth = np.array(ds.values("truth"))
+    flagged = np.array(ds.values("cos_noisy"))
+    assert flagged.sum() > 5 and (flagged & truth).sum() / flagged.sum() > 0.8
+    margin = np.array(ds.values("cos_margin"))
+    assert np.all((margin < 0) == flagged)
 
 
 def test_list_captions_get_per_caption_values_and_a_summary():
@@ -133,6 +143,47 @@ def test_tag_untag_and_suspects_view(make_dataset):
     assert len(view) == flagged and conf == sorted(conf) and max(conf) < 0.5
     name = ncl.save_suspects_view(ds, "ncl")
     assert name in ds.list_saved_views() and len(ds.load_saved_view(name)) == flagged
+
+
+def test_decide_reflags_without_retraining(make_dataset):
+    ds = make_dataset(n=120, n_swapped=24)
+    _score(ds, method="gmm")
+    fields_before = sorted(ncl.get_run_info(ds, "ncl")["config"]["fields"])
+    sim_before = ds.values("ncl_similarity")
+    truth = np.array(ds.values("truth"))
+
+    res = ncl.decide(ds, "ncl", decision="top_k", level=10)
+    noisy = np.array(ds.values("ncl_noisy"))
+    assert res.n_noisy == 10 and noisy.sum() == 10
+    assert set(np.flatnonzero(noisy)) == set(np.argsort(res.statistic)[:10])  # the ten lowest statistics
+    assert ds.values("ncl_similarity") == sim_before  # scores untouched
+    info = ncl.get_run_info(ds, "ncl")
+    assert info["config"]["decision"] == "top_k" and info["config"]["level"] == 10
+    assert sorted(info["config"]["fields"]) == fields_before
+    assert ncl.evaluate(ds, "ncl", "truth")["flagged"] == 10  # evaluated on the run's own flags
+    # tags and the suspects view follow the run's decision, surest first
+    assert ncl.tag_mismatches(ds, "ncl") == 10
+    view = ncl.suspects_view(ds, "ncl")
+    margins = view.values("ncl_margin")
+    assert len(view) == 10 and margins == sorted(margins) and max(margins) < 0
+
+    res = ncl.decide(ds, "ncl", decision="fdr", level=0.1)
+    flagged = np.array(ds.values("ncl_noisy"))
+    # conservative (the rate's lower bound) but not empty on clear swaps
+    assert flagged.sum() >= truth.sum() // 3 and (flagged & truth).sum() / flagged.sum() >= 0.9
+    assert res.mismatch_rate["low"] <= truth.mean() <= res.mismatch_rate["high"] + 0.05
+
+    with pytest.raises(ValueError, match="needs labels"):
+        ncl.decide(ds, "ncl", decision="f1")
+    with pytest.raises(ValueError, match="level"):
+        ncl.decide(ds, "ncl", decision="fraction", level=2.0)
+    # marks on 20 pairs set the cut that best separates them
+    judged = [None] * len(ds)
+    for i in list(range(10)) + list(range(60, 70)):
+        judged[i] = not truth[i]
+    ds.set_values("judged", judged)
+    res = ncl.decide(ds, "ncl", decision="f1", labels="judged")
+    assert res.decision["marked_f1"] == 1.0 and res.decision["mode"] == "f1"
 
 
 def test_rename_and_delete_follow_the_fields(make_dataset):
@@ -221,8 +272,9 @@ def test_accept_and_restore_suggestions(make_dataset):
     assert sel.values("caption") == suggestions
     assert sel.values("caption_original") == old
     assert not any("suspected_mismatch" in t for t in sel.values("tags"))
-    # accepting again keeps the very first original
-    assert ncl.accept_suggestions(target, "ncl") == 3
+    # accepting again changes nothing (those captions already are the
+    # suggestions) and keeps the very first original
+    assert ncl.accept_suggestions(target, "ncl") == 0
     assert sel.values("caption_original") == old
     assert ncl.restore_captions(ds, "caption") == 3
     assert sel.values("caption") == old and ds.count("caption_original") == 0

@@ -168,3 +168,30 @@ def test_disentanglement_diagnostic_plumbing():
     assert set(level["probe"]) == {"raw", "heads", "mii", "mei"}
     assert set(level["probe"]["mii"]) == {"s", "x"}
     assert "mii_image__mii_text" in level["mi"]
+
+
+def test_suite_tables_mark_methods_below_the_baseline_and_clean_flags():
+    from fiftyone_ncl.bench.report import suite_tables
+
+    def entry(problem, rate, method, auroc=None, clean=None):
+        e = {"problem": problem, "kind": "mixed", "rate": rate, "method": method, "seeds": 1}
+        if auroc is not None:
+            e["auroc"] = auroc
+        if clean is not None:
+            e["clean_flagged"] = clean
+        return e
+
+    summary = [
+        entry("aligned-easy", 0.4, "cca", 0.90), entry("aligned-easy", 0.4, "crcl", 0.95),
+        entry("heldout-mimic", 0.4, "cca", 0.80), entry("heldout-mimic", 0.4, "crcl", 0.70),
+        entry("aligned-easy", 0.0, "cca", clean=0.0), entry("aligned-easy", 0.0, "crcl", clean=0.031),
+        entry("synthetic-high", 0.4, "crcl", 0.99),  # not a regime: left out
+    ]
+    text = "\n".join(suite_tables(summary))
+    assert "| aligned-easy | 40% | 0.900 | 0.950 |" in text
+    assert "| heldout-mimic * | 40% | 0.800 | < 0.700 |" in text  # held out, listed after the others
+    assert text.index("aligned-easy |") < text.index("heldout-mimic *")
+    assert "Cells below cca: crcl 1" in text
+    assert "| aligned-easy | 0.0% | 3.1% |" in text
+    assert "synthetic-high" not in text
+    assert suite_tables([entry("synthetic-high", 0.4, "crcl", 0.99)]) == []

@@ -12,6 +12,7 @@ from fiftyone_ncl.core.methods.crcl import (
     CRCLMethod,
     scc_phase,
     scc_update,
+    scc_update_torch,
     stage_seed,
 )
 from fiftyone_ncl.core.data import PairData
@@ -111,6 +112,26 @@ def test_scc_sequence_over_two_stages():
     ]
     np.testing.assert_allclose(np.array(weights), expected, atol=1e-6)
     np.testing.assert_allclose(labels, expected[-1], atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha,cut", [(0.8, 0.1), (0.5, 0.3), (0.9, 0.0), (0.7, None)])
+@pytest.mark.parametrize("frozen,store_raw", [(False, False), (True, False), (True, True), (False, True)])
+def test_scc_update_on_tensors_is_bit_for_bit_the_reference(alpha, cut, frozen, store_raw):
+    """The training loop keeps the labels on the device and updates them with
+    scc_update_torch; scc_update (numpy, float32 like the official code) is
+    the reference, and the two must agree exactly, boundary cases included."""
+    rng = np.random.default_rng(0)
+    y = rng.random(5000).astype(np.float32)
+    y[rng.random(5000) < 0.2] = 0.0
+    p = rng.random(5000).astype(np.float32)
+    # boundary cases: 0.8 * 0 + 0.2 * 0.5 == 0.1 in float32, values that land on the cut
+    y[:4], p[:4] = [0.0, 0.125, 1.0, 0.1], [0.5, 0.0, 0.0, 0.1]
+    ref_w, ref_s = scc_update(y, p, alpha, cut, frozen=frozen, store_raw=store_raw)
+    w, stored = scc_update_torch(torch.from_numpy(y), torch.from_numpy(p), alpha, cut, frozen=frozen,
+                                 store_raw=store_raw)
+    assert w.dtype == torch.float32 and stored.dtype == torch.float32
+    np.testing.assert_array_equal(w.numpy(), ref_w)
+    np.testing.assert_array_equal(stored.numpy(), ref_s)
 
 
 # method ------------------------------------------------------------------------

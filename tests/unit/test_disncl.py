@@ -166,3 +166,80 @@ def test_cnn_towers_on_pixels():
     opts = dict(TINY, epochs=2, mi_diagnostics=False, batch_size=16)
     s = DisNCLMethod(**opts).fit(data, progress=False).score(data, progress=False)
     assert np.all(np.isfinite(s.confidence)) and s.vectors["mei_image"].shape == (40, 8)
+
+
+def test_grouped_critics_and_club_compute_what_separate_networks_do():
+    """The two modalities' critics and CLUB estimators run as one grouped
+    network; group by group they are the separate networks of earlier
+    versions (whose checkpoints load into them)."""
+    from fiftyone_ncl.core.methods.disncl.nets import GroupedCLUB, GroupedCritic, DisNCLNet
+    from fiftyone_ncl.core.methods.disncl.terms import grouped_critic_infonce
+    from fiftyone_ncl.core.mi import CLUB, SeparableCritic, critic_infonce
+
+    torch.manual_seed(0)
+    sep_critics = [SeparableCritic(6, 5, 16, 4, 3.0) for _ in range(2)]
+    sep_clubs = [CLUB(5, 6, 16) for _ in range(2)]
+    state = {}
+    for side, crit, club in zip(("image", "text"), sep_critics, sep_clubs):
+        state.update({"critic_%s.%s" % (side, k): v for k, v in crit.state_dict().items()})
+        state.update({"club_%s.%s" % (side, k): v for k, v in club.state_dict().items()})
+    stacked = dict(state)
+    DisNCLNet._load_separate(stacked, "")
+    critics = GroupedCritic(2, 6, 5, 16, 4, 3.0)
+    critics.load_state_dict({k[len("critics."):]: v for k, v in stacked.items() if k.startswith("critics.")})
+    clubs = GroupedCLUB(2, 5, 6, 16)
+    clubs.load_state_dict({k[len("clubs."):]: v for k, v in stacked.items() if k.startswith("clubs.")})
+    x, y = torch.randn(2, 10, 6), torch.randn(2, 10, 5)
+    w = torch.rand(10)
+    same = torch.eye(10, dtype=torch.bool)
+    same[0, 1] = same[1, 0] = True
+    logits = critics(x, y)
+    for g in range(2):
+        torch.testing.assert_close(logits[g], sep_critics[g](x[g], y[g]), rtol=1e-5, atol=1e-5)
+    expected = sum(critic_infonce(sep_critics[g](x[g], y[g]), same, w) for g in range(2))
+    torch.testing.assert_close(grouped_critic_infonce(logits, same, w), expected, rtol=1e-5, atol=1e-5)
+    expected = sum(critic_infonce(sep_critics[g](x[g], y[g]), None, w) for g in range(2))
+    torch.testing.assert_close(grouped_critic_infonce(logits, None, w), expected, rtol=1e-5, atol=1e-5)
+    # CLUB: z -> e within each group
+    z, e = torch.randn(2, 10, 5), torch.randn(2, 10, 6)
+    torch.testing.assert_close(clubs(z, e), sum(sep_clubs[g](z[g], e[g]) for g in range(2)), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(clubs.learning_loss(z, e), sum(sep_clubs[g].learning_loss(z[g], e[g]) for g in range(2)),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_checkpoint_of_separate_networks_loads(fitted, tiny):
+    """A state dict in the earlier layout (separate critic_image / club_text
+    ... modules) loads into the grouped networks and scores the same."""
+    from fiftyone_ncl.core.methods.disncl.nets import DisNCLNet
+
+    state = fitted.net.state_dict()
+    old = {}
+    for key, value in state.items():
+        if key.startswith(("critics.", "clubs.")):
+            continue
+        old[key] = value
+    for grouped, (separate, linear) in DisNCLNet._SEPARATE.items():
+        for g, side in enumerate(("image", "text")):
+            part = state[grouped][g]
+            old[separate.format(side)] = part.T.clone() if linear else part[0].clone()
+    import copy
+
+    net = copy.deepcopy(fitted.net)
+    net.load_state_dict(old)
+    for key, value in state.items():
+        assert torch.equal(net.state_dict()[key], value), key
+
+
+def test_split_features_normalised_on_the_device_like_on_the_host():
+    """On a GPU the split keeps its MII features on the device; their
+    normalisation and checks are normalize_rows' (tested here on CPU tensors)."""
+    from fiftyone_ncl.core.methods.disncl.method import _normalize_on_device
+    from fiftyone_ncl.core.vectors import normalize_rows
+
+    x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    np.testing.assert_allclose(_normalize_on_device(torch.from_numpy(x), "z").numpy(), normalize_rows(x), atol=1e-6)
+    unit = torch.nn.functional.normalize(torch.from_numpy(x), dim=1)
+    assert _normalize_on_device(unit, "z") is unit  # already unit rows: kept
+    x[3] = 0.0
+    with pytest.raises(ValueError, match="all-zero"):
+        _normalize_on_device(torch.from_numpy(x), "z")

@@ -9,7 +9,10 @@ them by name for the SDK, the operators and the benchmark.
 import dataclasses
 import json
 import logging
+import numbers
 import warnings
+
+import numpy as np
 
 from fiftyone_ncl.core.data import PairData
 from fiftyone_ncl.core.training import seeded
@@ -47,7 +50,18 @@ def make_config(config_cls, kwargs, method_name):
             "method %r got unknown option(s) %s; it accepts: %s"
             % (method_name, ", ".join(unknown), ", ".join(sorted(names)))
         )
+    for name in _POSITIVE_INTS:
+        if name in kwargs:
+            value = kwargs[name]
+            if name == "epochs" and value == "auto":
+                continue  # chosen on held-out pairs (fiftyone_ncl.core.selection)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError("method %r: %s must be a whole number >= 1, got %r" % (method_name, name, value))
     return config_cls(**kwargs)
+
+
+# options that make no sense below 1 (epochs=0 would score with an untrained model)
+_POSITIVE_INTS = ("epochs", "batch_size", "eval_batch_size", "hidden_dim", "embed_dim")
 
 
 class CorrespondenceMethod:
@@ -74,11 +88,25 @@ class CorrespondenceMethod:
     # embedding spaces its scores export (PairScores.vectors), so the fields
     # a run writes are known before it trains
     output_fields = ()
+    # whether fit learns from the judgements in PairData.labels (the SDK's
+    # ``labels`` argument is refused for methods that would ignore it)
+    uses_labels = False
 
     def __init__(self, **kwargs):
         self.config = make_config(self.config_cls, kwargs, self.name)
         self.fitted = False
         self.history = []
+        self.selection = None
+
+    def _select_heads(self, data):
+        """Resolves ``head`` / ``tau`` / ``epochs`` set to ``"auto"`` on pairs
+        held out from ``data`` (:func:`fiftyone_ncl.core.selection.resolve_config`);
+        the concrete values replace them in the config (and the checkpoint),
+        the record of the choice is kept in ``selection``."""
+        from fiftyone_ncl.core.selection import needs_selection, resolve_config
+
+        if needs_selection(self.config):
+            self.config, self.selection = resolve_config(self.config, data)
 
     def fit(self, data, progress=True):
         """Trains on ``data``; returns self."""
@@ -89,6 +117,16 @@ class CorrespondenceMethod:
         """Scores every pair of ``data``; returns a
         :class:`~fiftyone_ncl.core.data.PairScores`."""
         raise NotImplementedError
+
+    # +1 when PairScores.calibration_score rises with the chance that a pair
+    # matches (similarities), -1 when it falls (losses)
+    statistic_sign = 1
+
+    def statistic(self, scores):
+        """(P,) the score this method ranks pairs by, oriented so that higher
+        means more likely matched (what the decision layer works on)."""
+        raw = scores.calibration_score if scores.calibration_score is not None else scores.similarity
+        return self.statistic_sign * np.asarray(raw, dtype=np.float64)
 
     def config_dict(self):
         return dataclasses.asdict(self.config)

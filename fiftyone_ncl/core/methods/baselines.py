@@ -10,7 +10,7 @@ and text embeddings of one CLIP model). Otherwise (different encoders, or
 pixels) they first fit plain InfoNCE heads on the collection's own pairs, the
 "baseline trained on the same data" the trained methods must beat.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from fiftyone_ncl.core.alignment import DeviceInputs, encode_all, train_infonce
 from fiftyone_ncl.core.calibration import clean_probability
 from fiftyone_ncl.core.data import PairScores
 from fiftyone_ncl.core.methods.base import CorrespondenceMethod
-from fiftyone_ncl.core.nets import build_dual_encoder
+from fiftyone_ncl.core.nets import build_dual_encoder, initial_solution
 from fiftyone_ncl.core.training import TrainConfig, make_generator, resolve_device, seeded
 from fiftyone_ncl.core.vectors import normalize_rows, pair_similarity
 
@@ -63,8 +63,9 @@ class CosineMethod(CorrespondenceMethod):
             self._check_raw_space(data)
             self.fitted = True
             return self
+        self._select_heads(data)
         with seeded(self.config.seed):
-            self.model = build_dual_encoder(self.config, data)
+            self.model = build_dual_encoder(self.config, data, init=initial_solution(self.config, data))
             self._spec = data.spec()
             _, self.history = train_infonce(
                 self.model, data, self.config, make_generator(self.config.seed), progress=progress,
@@ -77,11 +78,17 @@ class CosineMethod(CorrespondenceMethod):
         """Takes over the fitted heads of another baseline with the same
         options (``gmm`` after ``cosine``: they differ only in calibration),
         instead of training the same heads twice; returns self."""
-        if not isinstance(other, CosineMethod) or not other.fitted or other.config != self.config:
-            raise ValueError("only a fitted cosine/gmm baseline with the same options can be adopted")
+        if not isinstance(other, CosineMethod) or not other.fitted or other.training_options() != self.training_options():
+            raise ValueError("only a fitted cosine/gmm/neighbors baseline with the same training options can be adopted")
         self.model, self._spec, self.history = other.model, other._spec, list(other.history)
         self.fitted = True
         return self
+
+    def training_options(self):
+        """The options that decide the heads (those of :class:`BaselineConfig`):
+        two baselines with equal ones train the very same heads."""
+        names = [f.name for f in fields(BaselineConfig)]
+        return {n: getattr(self.config, n) for n in names}
 
     def _check_raw_space(self, data):
         if data.image_dim != data.text_dim:
@@ -110,6 +117,8 @@ class CosineMethod(CorrespondenceMethod):
         info["space"] = "infonce-heads" if self.model is not None else "given"
         info["history"] = list(self.history)
         info["calibration_input"] = "similarity"
+        if self.selection is not None:
+            info["selection"] = self.selection
         return PairScores(
             confidence=confidence,
             similarity=sim,

@@ -35,25 +35,27 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fiftyone_ncl.core.acl import acl_from_logits, matching_probability
+from fiftyone_ncl.core.acl import acl_from_log_probs, in_batch_log_probs, matching_probability_from_log_probs
 from fiftyone_ncl.core.alignment import DeviceInputs, encode_all
 from fiftyone_ncl.core.data import PairScores
 from fiftyone_ncl.core.losses import similarity_logits
 from fiftyone_ncl.core.methods.base import CorrespondenceMethod
-from fiftyone_ncl.core.nets import build_dual_encoder
+from fiftyone_ncl.core.nets import build_dual_encoder, initial_solution
 from fiftyone_ncl.core.reference import reference_confidence
 from fiftyone_ncl.core.training import (
     Progress,
     Stepper,
     TrainConfig,
     amp_dtype,
+    StepGraphs,
     autocast,
-    epoch_batches,
+    device_epoch_batches,
     make_generator,
     make_optimizer,
+    report_interval,
     resolve_device,
-    same_image_mask,
     seeded,
+    use_cuda_graphs,
 )
 from fiftyone_ncl.core.vectors import pair_similarity
 
@@ -92,6 +94,29 @@ def scc_update(y_last, p, alpha=0.8, cut=0.1, frozen=False, store_raw=False):
     if cut:
         y[y < np.float32(cut)] = 0.0
     return y, (p.copy() if store_raw else y)
+
+
+def scc_update_torch(y_last, p, alpha=0.8, cut=0.1, frozen=False, store_raw=False):
+    """:func:`scc_update` on tensors, on their device (no host round trip):
+    the same float32 arithmetic (each product and the sum rounded to float32,
+    the constants rounded to float32 first), so it returns the same numbers
+    bit for bit (tested against :func:`scc_update`).
+
+    Returns:
+        ``(weight, stored)``: two (n,) float32 tensors
+    """
+    y_last = y_last.detach().float()
+    p = p.detach().float()
+    if frozen:
+        y = y_last.clone()
+    else:
+        # float(np.float32(c)) is exactly representable in float32, so the
+        # kernel's conversion of the scalar is exact; separate mul / mul / add
+        # kernels round each result like numpy (no fused multiply-add)
+        y = torch.mul(y_last, float(np.float32(alpha))) + torch.mul(p, float(np.float32(1.0 - alpha)))
+    if cut:
+        y = y.masked_fill(y < float(np.float32(cut)), 0.0)
+    return y, (p.clone() if store_raw else y)
 
 
 def scc_phase(stage, epoch, warmup_epochs):
@@ -204,12 +229,14 @@ class CRCLMethod(CorrespondenceMethod):
     trains = True
     network_attr = "model"
     checkpoint_extras = ("scc_labels",)
+    statistic_sign = -1  # the reference loss
     output_fields = ("label",)
     form_options = ("stages", "warmup_epochs", "device", "seed")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.model = None
+        self._init = None
         self.labels = None
         self.stage_history = []
         self._spec = None
@@ -232,8 +259,12 @@ class CRCLMethod(CorrespondenceMethod):
         device = resolve_device(cfg.device)
         dtype = amp_dtype(device, cfg.amp)
         inputs = DeviceInputs(data, device)
+        self._select_heads(data)
         self.labels = np.ones(data.n_pairs, dtype=np.float32)
         self.history, self.stage_history = [], []
+        # every stage restarts from the same starting point (random init or
+        # the CCA solution): only the labels carry over
+        self._init = initial_solution(cfg, data)
         n_batches = int(np.ceil(data.n_pairs / cfg.batch_size))
         total = sum(cfg.stage_epochs(k) for k in range(len(cfg.stages))) * n_batches
         with Progress(total, "crcl", progress) as bar:
@@ -251,41 +282,58 @@ class CRCLMethod(CorrespondenceMethod):
     def _train_stage(self, stage, data, inputs, device, dtype, bar):
         cfg = self.config
         generator = make_generator(stage_seed(cfg.seed, stage))
-        model = build_dual_encoder(cfg, data).to(device).train()
-        optimizer = make_optimizer(model.parameters(), cfg)
+        model = build_dual_encoder(cfg, data, init=self._init).to(device).train()
+        graphs = use_cuda_graphs(cfg, device, dtype, inputs)
+        optimizer = make_optimizer(model.parameters(), cfg, capturable=graphs)
         stepper = Stepper(optimizer, model.parameters(), cfg.grad_clip, dtype)
         self.model = model
         self.on_stage_start(stage, model, optimizer)
+        # the labels live on the training device for the whole fit (read
+        # back into self.labels once per epoch); a step reads and writes its
+        # batch's rows there with scc_update_torch, without a host round trip
+        labels = torch.as_tensor(self.labels, dtype=torch.float32).to(device)
+        # (loss, active, complementary) x pairs in float32 as before; p in float64
+        sums = torch.zeros(3, dtype=torch.float32, device=device)
+        p_sum = torch.zeros((), dtype=torch.float64, device=device)
+        phase = {}
+
+        def step(batch):
+            x_img, x_txt, rows = inputs.batch(batch)
+            with autocast(device, dtype, cache=not graphs):
+                v = model.encode_image(x_img)
+                t = model.encode_text(x_txt)
+            logits = similarity_logits(v, t, cfg.tau)
+            exclude = inputs.same_image(rows) if cfg.mask_same_image else None
+            # one pair of log-softmaxes gives both SCC's p and the loss
+            log_i2t, log_t2i = in_batch_log_probs(logits, exclude)
+            p = matching_probability_from_log_probs(log_i2t, log_t2i)
+            weight, stored = scc_update_torch(labels[batch], p, cfg.alpha, cfg.cut, **phase)
+            labels[batch] = stored
+            terms = acl_from_log_probs(log_i2t, log_t2i, weight, cfg.lam)
+            stepper.step(terms.loss)
+            sums.add_(len(batch) * torch.stack(
+                [terms.loss.detach(), terms.active.mean().detach(), terms.complementary.mean().detach()]
+            ))
+            p_sum.add_(p.double().sum())
+
+        runner = StepGraphs(step, graphs, zero_grad=lambda: optimizer.zero_grad(set_to_none=True))
+        every = report_interval(bar.total)
         for epoch in range(cfg.stage_epochs(stage)):
             lr = cfg.lr * (0.1 ** (epoch // cfg.lr_update) if cfg.lr_update else 1.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             frozen, store_raw = scc_phase(stage, epoch, cfg.warmup_epochs)
-            sums = torch.zeros(3, dtype=torch.float32, device=device)
-            p_sum, label_sum = 0.0, float(self.labels.sum())
-            for batch in epoch_batches(data.n_pairs, cfg.batch_size, generator):
-                x_img, x_txt, rows = inputs.batch(batch)
-                with autocast(device, dtype):
-                    v = model.encode_image(x_img)
-                    t = model.encode_text(x_txt)
-                logits = similarity_logits(v, t, cfg.tau)
-                exclude = same_image_mask(rows) if cfg.mask_same_image else None
-                p = matching_probability(logits, exclude).cpu().numpy()
-                weight, stored = scc_update(
-                    self.labels[batch], p, cfg.alpha, cfg.cut, frozen=frozen, store_raw=store_raw
-                )
-                label_sum += float(stored.sum(dtype=np.float64) - self.labels[batch].sum(dtype=np.float64))
-                self.labels[batch] = stored
-                terms = acl_from_logits(
-                    logits, torch.as_tensor(weight, dtype=torch.float32, device=device), cfg.lam, exclude
-                )
-                stepper.step(terms.loss)
-                sums += len(batch) * torch.stack(
-                    [terms.loss.detach(), terms.active.mean().detach(), terms.complementary.mean().detach()]
-                )
-                p_sum += float(p.sum(dtype=np.float64))
-                bar.update(stage=stage, epoch=epoch, loss=terms.loss.item(), label=label_sum / data.n_pairs)
-            sums = (sums / data.n_pairs).tolist()
+            phase.update(frozen=frozen, store_raw=store_raw)
+            sums.zero_()
+            p_sum.zero_()
+            label_mean = float(self.labels.mean(dtype=np.float64))
+            for batch in device_epoch_batches(data.n_pairs, cfg.batch_size, generator, device):
+                runner(batch, key=(frozen, store_raw, lr))
+                bar.tick(lambda: dict(stage=stage, epoch=epoch, label=label_mean), every)
+            self.labels = labels.cpu().numpy().copy()  # a copy: on CPU .numpy() would share the live tensor
+            means = (sums / data.n_pairs).tolist()
+            p_mean = float(p_sum) / data.n_pairs
+            bar.flush(lambda: dict(stage=stage, epoch=epoch, loss=means[0], label=float(self.labels.mean())))
             stats = label_stats(self.labels)
             stats.pop("label_histogram")
             self.history.append(
@@ -294,13 +342,15 @@ class CRCLMethod(CorrespondenceMethod):
                     epoch=epoch,
                     frozen=bool(frozen),
                     lr=lr,
-                    loss=float(sums[0]),
-                    active=float(sums[1]),
-                    complementary=float(sums[2]),
-                    p_mean=p_sum / data.n_pairs,
+                    loss=float(means[0]),
+                    active=float(means[1]),
+                    complementary=float(means[2]),
+                    p_mean=p_mean,
                     **stats,
                 )
             )
+        if runner.captures or runner.failure:
+            self.history[-1]["cuda_graphs"] = runner.stats()
         self.stage_history.append(dict(stage=stage, epochs=cfg.stage_epochs(stage), **label_stats(self.labels)))
         logger.info("crcl stage %d: %s", stage, self.stage_history[-1])
         self.on_stage_end(stage, model, optimizer)
@@ -341,6 +391,7 @@ class CRCLMethod(CorrespondenceMethod):
             "space": "crcl-heads" if self.input_spec().get("towers", "frozen") == "frozen"
             else "crcl-%s" % self.input_spec()["towers"],
             "history": list(self.history),
+            "selection": self.selection,
             "stages": list(self.stage_history),
             "calibration": fit.to_dict() if fit is not None else "none: reference losses are constant",
             "calibration_input": "reference loss",

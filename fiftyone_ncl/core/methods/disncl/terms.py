@@ -5,91 +5,155 @@ objective (module docstring of :mod:`.method`)::
 
 Every term takes one batch's forward pass (``ov`` / ``ot``: what
 :meth:`~.nets.DisNCLNet.side` returns for images and captions), the (B, B)
-same-image mask ``same`` and the batch's clean confidences ``w`` (no
-gradient), and returns float32 scalars.
+same-image mask ``same`` (None when no two captions of the batch share an
+image: the diagonal) and the batch's clean confidences ``w`` (no gradient),
+and returns float32 scalars.
+
+Work that several terms need is done once per step: the row log-softmaxes of
+``<z_V, z_T> / tau`` in both directions (:func:`log_probs`, read by L_match
+and, when ``tau_mi == tau``, by L_S's InfoNCE), and the image and caption
+stacks ``zs`` / ``es`` (group 0 = images, 1 = captions) that the grouped
+critics and CLUB networks of :mod:`.nets` read in one batched product.
 """
+from typing import NamedTuple
+
+import torch
 import torch.nn.functional as F
 
-from fiftyone_ncl.core.losses import infonce, similarity_logits
-from fiftyone_ncl.core.mi import critic_infonce, grad_reverse
-from fiftyone_ncl.core.soft_targets import hard_targets, soft_cross_entropy, soft_targets
+from fiftyone_ncl.core.losses import infonce_from_log_probs, similarity_logits
+from fiftyone_ncl.core.mi import grad_reverse
+from fiftyone_ncl.core.soft_targets import hard_targets, soft_cross_entropy_from_log_probs, soft_targets
 
 
-def match_loss(z_v, z_t, same, w, ramp, config, teacher=None):
+class LogProbs(NamedTuple):
+    """Row log-softmaxes of the (B, B) similarity logits (rows = images) and
+    of their transpose (rows = captions)."""
+
+    i2t: torch.Tensor
+    t2i: torch.Tensor
+
+
+def log_probs(z_v, z_t, tau):
+    """:class:`LogProbs` of ``<z_V, z_T> / tau`` (float32)."""
+    logits = similarity_logits(z_v, z_t, tau)
+    return LogProbs(F.log_softmax(logits, dim=1), F.log_softmax(logits.T, dim=1))
+
+
+def match_loss(lp, same, w, ramp, ramp_value, config, teacher=None):
     """L_match: cross-entropy of the in-batch similarities ``<z_V, z_T> / tau``
-    against soft many-to-many targets (both directions), or hard targets
-    before they ramp in (``ramp == 0``) and in the hard-target ablation.
+    (their :class:`LogProbs` ``lp``) against soft many-to-many targets (both
+    directions), or hard targets before they ramp in (``ramp == 0``) and in
+    the hard-target ablation.
 
     Args:
+        ramp: the ramp as a Python float (which branch to take)
+        ramp_value: the same ramp as a float or a 0-d tensor (the arithmetic;
+            a tensor lets a captured CUDA graph read each step's value)
         teacher: ``(image_features, caption_features)`` of the batch, the
             detached affinities the soft targets are built from
     """
     c = config
-    logits = similarity_logits(z_v, z_t, c.tau)
     if ramp > 0 and c.use_soft_targets:
         t_img, t_txt = teacher
-        kw = dict(k=c.soft_k, tau_s=c.soft_tau, a0=c.soft_a0, ramp=ramp, min_mass=c.soft_min_mass)
-        y_vt, rw_vt, _ = soft_targets(t_img, w, same, same_image_in_prior=True, **kw)
-        y_tv, rw_tv, _ = soft_targets(t_txt, w, same, same_image_in_prior=False, **kw)
-        return 0.5 * (soft_cross_entropy(logits, y_vt, rw_vt) + soft_cross_entropy(logits.T, y_tv, rw_tv))
-    y = hard_targets(same)
+        # both anchors' targets in one (2, B, B) computation: images (with
+        # the anchor's other captions in the prior) and captions
+        y, rw, _ = soft_targets(
+            torch.stack([t_img.float(), t_txt.float()]), w, same, k=c.soft_k, tau_s=c.soft_tau, a0=c.soft_a0,
+            ramp=ramp_value, min_mass=c.soft_min_mass, same_image_in_prior=(True, False),
+        )
+        return 0.5 * (soft_cross_entropy_from_log_probs(lp.i2t, y[0], rw[0])
+                      + soft_cross_entropy_from_log_probs(lp.t2i, y[1], rw[1]))
     rw = w if (ramp > 0 and not c.use_soft_targets) else None
-    return 0.5 * (soft_cross_entropy(logits, y, rw) + soft_cross_entropy(logits.T, y, rw))
+    if same is None:  # the diagonal: -log p_ii, the same numbers without a (B, B) target
+        rows, cols = -lp.i2t.diagonal(), -lp.t2i.diagonal()
+        if rw is None:
+            return 0.5 * (rows.mean() + cols.mean())
+        rw = rw.float()
+        total = rw.sum().clamp_min(1e-12)
+        return 0.5 * ((rw * rows).sum() / total + (rw * cols).sum() / total)
+    y = hard_targets(same)
+    return 0.5 * (soft_cross_entropy_from_log_probs(lp.i2t, y, rw) + soft_cross_entropy_from_log_probs(lp.t2i, y, rw))
 
 
-def invariance_loss(ov, ot, same, w, ramp, config, tau_mi):
-    """L_S = w-weighted symmetric InfoNCE on ``<z_V, z_T> / tau_mi`` +
-    ``ramp * beta_s`` x the symmetric KL between the two sides' MII
-    posteriors on confident pairs (w > 0.5).
+def invariance_loss(lp, z_v, z_t, mu_logvar, same, w, ramp_value, config):
+    """L_S = w-weighted symmetric InfoNCE on ``<z_V, z_T> / tau_mi`` (its
+    :class:`LogProbs` ``lp``) + ``ramp * beta_s`` x the symmetric KL between
+    the two sides' MII posteriors on confident pairs (w > 0.5).
+
+    Args:
+        mu_logvar: ``(mu_V, logvar_V, mu_T, logvar_T)`` of stochastic heads
+            (None for deterministic ones)
 
     Returns:
         ``(l_s, l_infonce, l_kl)``
     """
     c = config
-    z_v, z_t = ov["z"].float(), ot["z"].float()
-    l_nce = infonce(z_v, z_t, tau_mi, positives=same, weights=w)
+    per_pair = infonce_from_log_probs(lp.i2t, lp.t2i, same)
+    wf = w.float()
+    l_nce = (wf * per_pair).sum() / wf.sum().clamp_min(1e-12)
     confident = (w > 0.5).float()
-    if c.stochastic:
-        kl = symmetric_gaussian_kl(ov["mu"], ov["logvar"], ot["mu"], ot["logvar"])
+    if mu_logvar is not None:
+        kl = symmetric_gaussian_kl(*mu_logvar)
     else:
         kl = fixed_variance_kl(z_v, z_t, c.kl_sigma)
     l_kl = (confident * kl).sum() / confident.sum().clamp_min(1.0)
-    return l_nce + ramp * c.beta_s * l_kl, l_nce, l_kl
+    return l_nce + ramp_value * c.beta_s * l_kl, l_nce, l_kl
 
 
-def exclusivity_loss(net, ov, ot, rec_v, rec_t, same, w, grl_coef, beta_x):
+def exclusivity_loss(net, ov, ot, rec_v, rec_t, zs, es, same, w, grl_coef, beta_x):
     """L_X = reconstruction ``||r([z, e]) - LN(h)||^2`` of both sides +
-    ``beta_x`` x the adversarial critics c(e_V, z_T), c(e_T, z_V), whose
-    gradient reaches the MEI heads reversed (coefficient ``grl_coef``).
+    ``beta_x`` x the adversarial critics c(e_V, z_T), c(e_T, z_V) (one
+    grouped pass), whose gradient reaches the MEI heads reversed (coefficient
+    ``grl_coef``, a float or a 0-d tensor).
 
     Returns:
         ``(l_x, l_reconstruction, l_adversarial)``
     """
-    z_v, z_t = ov["z"].float(), ot["z"].float()
-    e_v, e_t = ov["e"].float(), ot["e"].float()
     tgt_v = F.layer_norm(ov["h"].float(), (rec_v.shape[-1],)).detach()
     tgt_t = F.layer_norm(ot["h"].float(), (rec_t.shape[-1],)).detach()
     l_rec = F.mse_loss(rec_v, tgt_v) + F.mse_loss(rec_t, tgt_t)
-    l_adv = critic_infonce(net.critic_image(grad_reverse(e_v, grl_coef), z_t.detach()), same, w) + critic_infonce(
-        net.critic_text(grad_reverse(e_t, grl_coef), z_v.detach()), same, w
-    )
+    logits = net.critics(grad_reverse(es, grl_coef), zs.flip(0).detach())
+    l_adv = grouped_critic_infonce(logits, same, w)
     return l_rec + beta_x * l_adv, l_rec, l_adv
 
 
-def mi_regulariser(net, ov, ot):
+def mi_regulariser(net, zs, es):
     """L_reg = CLUB(z_V; e_V) + CLUB(z_T; e_T): the upper bound on the
-    information MII and MEI share within each modality."""
-    return net.club_image(ov["z"].float(), ov["e"].float()) + net.club_text(ot["z"].float(), ot["e"].float())
+    information MII and MEI share within each modality (one grouped pass)."""
+    return net.clubs(zs, es)
 
 
-def critic_loss(net, z_v, z_t, e_v, e_t, same, w):
-    """The critics' own InfoNCE loss on detached features (their inner step)."""
-    return critic_infonce(net.critic_image(e_v, z_t), same, w) + critic_infonce(net.critic_text(e_t, z_v), same, w)
+def critic_loss(net, zs, es, same, w):
+    """The critics' own InfoNCE loss on detached features (a separate inner
+    step; by default the critics learn from the adversarial pass itself)."""
+    return grouped_critic_infonce(net.critics(es, zs.flip(0)), same, w)
 
 
-def club_fit_loss(net, z_v, z_t, e_v, e_t):
+def club_fit_loss(net, zs, es):
     """CLUB's q(e | z) maximum-likelihood loss on detached features (its inner step)."""
-    return net.club_image.learning_loss(z_v, e_v) + net.club_text.learning_loss(z_t, e_t)
+    return net.clubs.learning_loss(zs, es)
+
+
+def grouped_critic_infonce(logits, positives=None, weights=None):
+    """Sum over groups of :func:`~fiftyone_ncl.core.mi.critic_infonce` of a
+    (G, B, B) logit stack (the same numbers as one call per group)."""
+    logits = logits.float()
+    rows_lp = F.log_softmax(logits, dim=2)
+    cols_lp = F.log_softmax(logits, dim=1)
+    if positives is None:
+        rows = -torch.diagonal(rows_lp, dim1=1, dim2=2)
+        cols = -torch.diagonal(cols_lp, dim1=1, dim2=2)
+    else:
+        target = positives.float()
+        target_r = target / target.sum(1, keepdim=True).clamp_min(1e-12)
+        target_c = target / target.sum(0, keepdim=True).clamp_min(1e-12)
+        rows = -(target_r * rows_lp).sum(2)
+        cols = -(target_c * cols_lp).sum(1)
+    per_pair = 0.5 * (rows + cols)
+    if weights is None:
+        return per_pair.mean(1).sum()
+    weights = weights.float()
+    return ((weights * per_pair).sum(1) / weights.sum().clamp_min(1e-12)).sum()
 
 
 def symmetric_gaussian_kl(mu_a, logvar_a, mu_b, logvar_b):
