@@ -257,6 +257,31 @@ def test_tag_the_least_confident_sample(app):
     app.shot("06-tagged-in-grid")
 
 
+def test_change_which_pairs_are_flagged_without_retraining(app):
+    dataset = app.dataset
+    similarity = dataset.values("%s_similarity" % RUN_KEY)
+    app.clear_view()
+    form = app.open_operator("Change which pairs are flagged")
+    form.choose_dropdown("Run", RUN_KEY)
+    # the form opens on the run's estimate and current decision
+    form.modal.get_by_text(re.compile(r"pairs flagged \(")).first.wait_for()
+    app.shot("07-decide-form", form.modal)
+    form.choose_radio("The k lowest")
+    form.fill("k", 4)
+    form.execute(output="Pairs flagged")
+    text = form.modal.inner_text()
+    assert re.search(r"Pairs flagged:?\s+4\b", text) and re.search(r"Samples tagged:?\s+4\b", text), text
+    app.shot("07-decide-result", form.modal)
+    app.close_dialogs()
+
+    dataset.reload()
+    results = ncl.load_run_results(dataset, RUN_KEY)
+    assert results.decision["mode"] == "top_k" and _flagged(dataset, RUN_KEY) == 4
+    lowest = set(np.array(results.sample_ids)[np.argsort(results.statistic)[:4]])
+    assert set(dataset.match_tags("suspected_mismatch").values("id")) == lowest
+    assert dataset.values("%s_similarity" % RUN_KEY) == similarity  # no retraining
+
+
 def test_the_server_logged_no_error(browser, app_server, artifacts):
     log = (artifacts / "server.log").read_text()
     assert "Traceback" not in log and "Failed to register operators" not in log, log[-3000:]
