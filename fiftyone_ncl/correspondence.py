@@ -105,10 +105,14 @@ def compute_correspondence(
     Args:
         samples: a FiftyOne dataset or view
         caption_field ("caption"): a StringField or a ListField of strings
-        method (None): ``"cosine"``, ``"gmm"`` (default), ``"crcl"``,
-            ``"disncl"``, ``"neighbors"`` (training-free multimodal
-            neighbours), ``"ensemble"`` (rank consensus, default gmm +
-            neighbors) (see :func:`fiftyone_ncl.list_methods`)
+        method (None): ``"cosine"``, ``"gmm"`` (default), ``"cca"``,
+            ``"crcl"``, ``"disncl"``, ``"neighbors"`` (training-free
+            multimodal neighbours), ``"ensemble"`` (rank consensus, default
+            gmm + neighbors) (see :func:`fiftyone_ncl.list_methods`), or
+            ``"auto"``: each of cca, gmm and crcl (CCA-started linear heads)
+            is fitted on a copy of the pairs with 20 % known random swaps,
+            and the one that finds them best runs (embeddings only; the
+            trial's AUROCs are in ``results.info["auto"]``)
         run_key ("ncl"): key of the run and prefix of its fields
             (``brain_key`` is accepted as another name for it)
         recipe (None): where the inputs come from: a preset name
@@ -175,16 +179,25 @@ def compute_correspondence(
     run_key = _one_key(run_key, brain_key)
     threshold = _check_threshold(threshold)
     legacy = {k: options.pop(k) for k in _RECIPE_OPTIONS if k in options}
-    ncl_method, loaded_from = _resolve_method(method, model, options)
+    auto = method == "auto"
+    if auto:
+        # every candidate is built now, so bad options fail before any data is read
+        candidates = _auto_candidates(model, options)
+        ncl_method, loaded_from = candidates[0], None
+    else:
+        ncl_method, loaded_from = _resolve_method(method, model, options)
+        candidates = [ncl_method]
     recipe = make_recipe(
         recipe, image_embeddings, text_embeddings, encoder, image_encoder, text_encoder,
         checkpoint_spec=ncl_method.input_spec() if ncl_method.fitted else None, **legacy,
     )
-    suffixes = planned_suffixes(type(ncl_method), caption_kind(samples, caption_field) == "list",
-                                suggest, store_embeddings)
+    is_list = caption_kind(samples, caption_field) == "list"
+    suffixes = list(dict.fromkeys(
+        s for m in candidates for s in planned_suffixes(type(m), is_list, suggest, store_embeddings)))
     check_new_run_key(samples, run_key, overwrite, suffixes)
     _check_decision(decision, level)
-    _check_labels_apply(ncl_method, labels, decision)
+    for candidate in candidates:
+        _check_labels_apply(candidate, labels, decision)
 
     pairs = read_pairs(samples, caption_field)
     phases = PhasedProgress(progress, {"embed": 2, "train": 6 if ncl_method.trains else 0.2, "score": 1, "write": 1})
@@ -194,6 +207,9 @@ def compute_correspondence(
         data = data.replace(labels=read_pair_labels(samples, pairs, labels))
     phases.done("embed", "embeddings ready")
 
+    auto_report = None
+    if auto:
+        ncl_method, auto_report = _choose(data, options, phases.phase("train"))
     if ncl_method.fitted:
         ncl_method.check_inputs(data)
     else:
@@ -255,7 +271,8 @@ def compute_correspondence(
         margin=verdict.decision.margin.astype(np.float32),
         statistic=verdict.statistic,
         null_statistic=verdict.null,
-        info=to_jsonable(dict(scores.info or {}, decision=verdict.decision.info, null=verdict.info, health=health)),
+        info=to_jsonable(dict(scores.info or {}, decision=verdict.decision.info, null=verdict.info, health=health,
+                              **({"auto": auto_report} if auto_report else {}))),
     )
     vectors = dict(scores.vectors or {})
     if store_embeddings:
@@ -317,6 +334,37 @@ def _resolve_method(method, model, options):
             % (", ".join(extra), path, ", ".join(_RUNTIME_OPTIONS))
         )
     return load_method(path, **options), path
+
+
+def _auto_candidates(model, options):
+    """``method="auto"``: the candidates, built with the user's options (to
+    refuse bad ones before reading data)."""
+    from fiftyone_ncl.core.auto import CANDIDATES, accepted_options
+
+    if model is not None:
+        raise ValueError("method='auto' chooses and trains a method; it takes no model= (name the method instead)")
+    unknown = set(options)
+    built = []
+    for name, own in CANDIDATES.items():
+        taken = accepted_options(build_method, name, options)
+        unknown -= set(taken)
+        built.append(build_method(name, **dict(taken, **own)))
+    if unknown:
+        raise ValueError("method='auto': no candidate (%s) takes the options %s"
+                         % (", ".join(CANDIDATES), ", ".join(sorted(unknown))))
+    return built
+
+
+def _choose(data, options, progress):
+    """Runs the auto trial and builds the chosen method; returns ``(method, report)``."""
+    from fiftyone_ncl.core.auto import accepted_options, choose_method
+
+    seed = options.get("seed", 0)
+    name, own, report = choose_method(data, build_method, options, seed=seed, progress=progress)
+
+    logger.info("method='auto' chose %s (trial AUROC on %.0f%% injected swaps: %s)", name, 100 * report["rate"],
+                ", ".join("%s %.3f" % kv for kv in report["auroc"].items()))
+    return build_method(name, **dict(accepted_options(build_method, name, options), **own)), report
 
 
 def _health(method, data, verdict, scores):

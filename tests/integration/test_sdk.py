@@ -405,3 +405,18 @@ def test_fine_tuning_open_clip_end_to_end_through_the_sdk(photo_dataset, tmp_pat
         old = ncl.compute_correspondence(photo_dataset, "caption", method="crcl", run_key="ft4", progress=False,
                                          save_checkpoint=False, **legacy)
     np.testing.assert_allclose(old.similarity, results.similarity, atol=1e-4)
+
+
+def test_auto_chooses_on_injected_swaps_and_records_why(make_dataset):
+    ds = make_dataset(n=150, n_swapped=30)
+    with pytest.raises(ValueError, match="no candidate .* takes the options nope"):
+        _score(ds, method="auto", nope=1)
+    with pytest.raises(ValueError, match="takes no model"):
+        _score(ds, method="auto", model="/nonexistent.safetensors")
+    assert ds.list_brain_runs() == []
+    res = _score(ds, method="auto", stages=(1, 1), warmup_epochs=1)  # stages: crcl's only
+    auto = ncl.get_run_info(ds, "ncl")["info"]["auto"]
+    assert set(auto["auroc"]) == {"cca", "gmm", "crcl"} and auto["pairs"] == 150
+    assert res.config.method_name == auto["chosen"] == max(auto["auroc"], key=auto["auroc"].get)
+    truth = np.array(ds.values("truth"))
+    assert ncl.evaluate(ds, "ncl", "truth")["auroc"] > 0.9 and res.noisy[~truth].mean() < 0.05
