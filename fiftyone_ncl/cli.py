@@ -51,6 +51,7 @@ def _score(args):
         decision=args.decision,
         level=_level(args),
         threshold=args.threshold,
+        folds=args.folds,
         overwrite=args.overwrite,
         progress=not args.quiet,
         **options,
@@ -176,6 +177,8 @@ def build_parser():
     p.add_argument("--level", type=float, default=None,
                    help="the decision's level: probability 0.5, fdr 0.1, top_k a count, fraction 0.1")
     p.add_argument("--threshold", type=float, default=0.5, help="level of the probability decision")
+    p.add_argument("--folds", type=int, default=None,
+                   help="decide on out-of-sample statistics from this many folds (folds + 1 fits)")
     p.add_argument("--options", default=None, help='method options as JSON, e.g. \'{"epochs": 5}\'')
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--tag", action="store_true", help="tag flagged samples 'suspected_mismatch'")

@@ -18,7 +18,7 @@ import numpy as np
 from fiftyone_ncl.core.checkpoint import read_header
 from fiftyone_ncl.core.duplicates import find_duplicate_groups
 from fiftyone_ncl.core.health import assess
-from fiftyone_ncl.core.judge import judge
+from fiftyone_ncl.core.judge import judge, judge_cross_fitted
 from fiftyone_ncl.core.methods.base import CorrespondenceMethod
 from fiftyone_ncl.core.metrics import detection_metrics
 from fiftyone_ncl.core.registry import build_method, load_method
@@ -67,6 +67,7 @@ def compute_correspondence(
     decision="probability",
     level=None,
     threshold=0.5,
+    folds=None,
     suggest=True,
     max_suggestions=10_000,
     max_suggestion_candidates=100_000,
@@ -151,6 +152,13 @@ def compute_correspondence(
             the scores show no population of mismatches
         level (None): the decision's level (see ``decision``)
         threshold (0.5): the level of the ``"probability"`` decision
+        folds (None): decide on out-of-sample statistics: the images are
+            split into this many folds, a fresh model fitted without each
+            fold scores it beside decoys of the fold (``folds`` + 1 fits;
+            see :func:`fiftyone_ncl.core.judge.judge_cross_fitted`). A
+            trained model partly memorises the swaps it trained on, which
+            in-sample hides them from the estimate and the decision; the
+            run's other outputs come from the model fitted on everything
         suggest (True): compute ``{key}_suggestion`` for flagged samples
         max_suggestions (10000): suggest for at most this many flagged
             samples, the least confident first (None: all); the search costs
@@ -178,6 +186,7 @@ def compute_correspondence(
     """
     run_key = _one_key(run_key, brain_key)
     threshold = _check_threshold(threshold)
+    _check_folds(folds, model)
     legacy = {k: options.pop(k) for k in _RECIPE_OPTIONS if k in options}
     auto = method == "auto"
     if auto:
@@ -226,11 +235,17 @@ def compute_correspondence(
 
     # the decision layer: the method's ranking statistic next to decoy pairs'
     marks = data.labels if decision == "f1" else None
-    verdict = judge(
-        ncl_method, data, decision, threshold if decision == "probability" and level is None else level,
+    decide_at = dict(
+        mode=decision, level=threshold if decision == "probability" and level is None else level,
         marked_right=None if marks is None else marks == 1, marked_wrong=None if marks is None else marks == 0,
         seed=getattr(ncl_method.config, "seed", 0),
     )
+    if folds:
+        chosen, chosen_options = ncl_method.name, ncl_method.config_dict()
+        verdict = judge_cross_fitted(lambda: build_method(chosen, **chosen_options), data, folds,
+                                     progress=phases.phase("score"), **decide_at)
+    else:
+        verdict = judge(ncl_method, data, **decide_at)
     confidence = verdict.decision.confidence
     noisy = verdict.decision.flags
     health = _health(ncl_method, data, verdict, scores)
@@ -306,6 +321,16 @@ def _check_decision(decision, level):
     from fiftyone_ncl.core.decision import check_level
 
     check_level(decision, level)
+
+
+def _check_folds(folds, model):
+    if folds is None:
+        return
+    if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
+        raise ValueError("folds must be an integer >= 2 (or None), got %r" % (folds,))
+    if model is not None:
+        raise ValueError("folds refits the method on parts of the data; a trained model (model=) is not refitted: "
+                         "drop folds or model")
 
 
 def _check_threshold(threshold):

@@ -192,7 +192,7 @@ def parse_setting(text):
 
 
 def _check_settings(expanded):
-    from fiftyone_ncl.bench.runner import CCA_ORACLE, ORACLES
+    from fiftyone_ncl.bench.runner import CCA_ORACLE, FOLDS_SETTING, ORACLES
     from fiftyone_ncl.core.methods.base import make_config
     from fiftyone_ncl.core.registry import get_method_class
 
@@ -201,6 +201,10 @@ def _check_settings(expanded):
             continue
         base = method.split("@", 1)[0]  # "crcl@cca": a variant of crcl
         cls = get_method_class(ORACLES.get(base, base))
+        options = dict(options)
+        folds = options.pop(FOLDS_SETTING, None)  # the runner's, not the method's
+        if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
+            raise ValueError("%s.%s must be an integer >= 2, got %r" % (method, FOLDS_SETTING, folds))
         make_config(cls.config_cls, options, method)
 
 

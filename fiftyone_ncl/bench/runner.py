@@ -16,7 +16,7 @@ import numpy as np
 
 from fiftyone_ncl.core.metrics import detection_metrics, retrieval_metrics
 from fiftyone_ncl.core.noise import inject_category, inject_mixed, inject_neighbors, inject_nouns, inject_random
-from fiftyone_ncl.core.judge import judge
+from fiftyone_ncl.core.judge import judge, judge_cross_fitted
 from fiftyone_ncl.core.registry import build_method, list_methods
 from fiftyone_ncl.core.suggestions import suggest_captions
 
@@ -26,6 +26,9 @@ ORACLE = "oracle"
 CCA_ORACLE = "cca-oracle"
 # reference rows fitted on the clean pairs only, and the method each one is
 ORACLES = {ORACLE: "cosine", CCA_ORACLE: "cca"}
+# a runner setting, not a method option: ``--set crcl@oof.folds=5`` ranks and
+# decides on out-of-sample statistics (core.judge.judge_cross_fitted)
+FOLDS_SETTING = "folds"
 
 
 def make_noisy(problem, kind, rate, seed):
@@ -108,6 +111,7 @@ def run_one(problem, data, noisy, source, method_name, seed, settings=None, thre
     method's. ``label`` names the row (default the method).
     """
     settings = dict(settings or {})
+    folds = settings.pop(FOLDS_SETTING, None)
     t0 = time.time()
     if method_name == ORACLE:
         method = build_method("cosine", train_heads=True, seed=seed, **settings)
@@ -127,8 +131,15 @@ def run_one(problem, data, noisy, source, method_name, seed, settings=None, thre
     row = {"method": label or method_name, "seconds": seconds}
     # the ranking is the method's statistic; the decision and the estimate
     # come from the product's default decision layer (decoy null)
-    verdict = judge(method, data, "probability", threshold, seed=seed)
-    row.update(detection_metrics(noisy, method.statistic(scores), flags=verdict.decision.flags))
+    if folds:  # out-of-sample: the ranking and the decision from cross-fitted statistics
+        verdict = judge_cross_fitted(lambda: build_method(method_name, seed=seed, **settings),
+                                     data, folds, "probability", threshold, seed=seed)
+        statistic = verdict.statistic
+        row["seconds"] = time.time() - t0
+    else:
+        verdict = judge(method, data, "probability", threshold, seed=seed)
+        statistic = method.statistic(scores)
+    row.update(detection_metrics(noisy, statistic, flags=verdict.decision.flags))
     clean = ~np.asarray(noisy, dtype=bool)
     row["clean_flagged"] = float(np.mean(verdict.decision.flags[clean])) if clean.any() else None
     row.update(estimated_rate=verdict.rate.rate, estimated_low=verdict.rate.low, estimated_high=verdict.rate.high,

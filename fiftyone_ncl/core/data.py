@@ -125,6 +125,21 @@ class PairData:
         labels = None if self.labels is None else self.labels[pair_indices]
         return self.replace(texts=self.texts[pair_indices], image_index=self.image_index[pair_indices], labels=labels)
 
+    def select_pairs(self, pair_indices):
+        """Only the given pairs and the images they use (image rows
+        renumbered in order): a self-contained part of the collection, e.g.
+        a cross-fitting fold. Needs array images (embeddings or pixels)."""
+        if not isinstance(self.images, np.ndarray):
+            raise ValueError("select_pairs needs array images, not a lazy image source")
+        pair_indices = np.asarray(pair_indices, dtype=np.int64)
+        rows = self.image_index[pair_indices]
+        keep = np.unique(rows)
+        remap = np.full(len(self.images), -1, dtype=np.int64)
+        remap[keep] = np.arange(len(keep))
+        labels = None if self.labels is None else self.labels[pair_indices]
+        return self.replace(images=self.images[keep], texts=self.texts[pair_indices], image_index=remap[rows],
+                            labels=labels)
+
     def replace(self, **changes):
         """A copy with some attributes replaced (e.g. the captions after
         injecting noise); the rest is shared, not copied."""

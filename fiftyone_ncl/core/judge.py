@@ -102,3 +102,58 @@ def judge(method, data, mode="probability", level=None, marked_right=None, marke
     decision = decide(statistic, mode, level, null_score=null, marked_right=marked_right,
                       marked_wrong=marked_wrong, rate=rate, seed=seed)
     return Judgement(statistic, null, rate, decision, info)
+
+
+def judge_cross_fitted(build, data, folds=5, mode="probability", level=None, marked_right=None,
+                       marked_wrong=None, seed=0, progress=None):
+    """:func:`judge` on out-of-sample statistics (cross-fitting).
+
+    The images are split into ``folds`` folds (all captions of an image in
+    one); a fresh method is fitted on the pairs of the other folds and scores
+    the held-out fold's pairs beside decoys of that fold. A trained method
+    partly memorises the mismatched pairs it trained on, so in-sample they
+    score above decoys it never saw and the rate reads low; held out, the
+    pairs and the decoys are equally unseen (cleanlab's rule for its
+    thresholds). Each fold's statistic and null are put on one scale by the
+    fold's null (median and IQR), since each fold has its own model.
+
+    Args:
+        build: ``build()`` -> a fresh, unfitted method
+        data: the :class:`~fiftyone_ncl.core.data.PairData` (array images)
+        folds (5): number of folds (>= 2)
+        mode, level, marked_right, marked_wrong: see
+            :func:`fiftyone_ncl.core.decision.decide`
+        seed (0): seed of the folds, decoys and bootstrap
+        progress (None): ``fn(fraction, label)``
+
+    Returns:
+        a :class:`Judgement` (``info["folds"]`` says how it was made)
+    """
+    folds = int(folds)
+    image_rows = np.unique(data.image_index)
+    if folds < 2 or folds > len(image_rows):
+        raise ValueError("folds must be an integer from 2 to the number of images (%d), got %r"
+                         % (len(image_rows), folds))
+    rng = np.random.default_rng(seed)
+    fold_of_image = np.empty(int(image_rows.max()) + 1, dtype=np.int64)
+    fold_of_image[image_rows] = rng.permutation(len(image_rows)) % folds
+    fold = fold_of_image[data.image_index]
+    statistic = np.empty(data.n_pairs)
+    nulls = []
+    for k in range(folds):
+        if progress:
+            progress(k / folds, "fold %d of %d" % (k + 1, folds))
+        held_out = np.flatnonzero(fold == k)
+        method = build()
+        method.fit(data.select_pairs(np.flatnonzero(fold != k)), progress=False)
+        s, z, _ = statistic_with_null(method, data.select_pairs(held_out), seed=seed + k)
+        loc = np.median(z)
+        scale = np.subtract(*np.percentile(z, [75, 25])) or np.std(z) or 1.0
+        statistic[held_out] = (s - loc) / scale
+        nulls.append((z - loc) / scale)
+    null = np.concatenate(nulls)
+    rate = estimate_mismatch_rate(statistic, null, seed=seed)
+    decision = decide(statistic, mode, level, null_score=null, marked_right=marked_right,
+                      marked_wrong=marked_wrong, rate=rate, seed=seed)
+    return Judgement(statistic, null, rate, decision, {"null": "decoys", "folds": folds, "seed": int(seed),
+                                                      "n_decoys": int(len(null))})

@@ -289,6 +289,8 @@ class CorrespondenceResults(fob.BrainResults):
             "threshold": self.threshold,
             "mean_confidence": float(np.mean(self.confidence)) if self.n_pairs else None,
             "metrics": self.metrics,
+            # method="auto": what it tried and chose
+            **({"auto": (self.info or {})["auto"]} if (self.info or {}).get("auto") else {}),
         }
 
     def __repr__(self):

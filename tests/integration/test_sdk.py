@@ -420,3 +420,20 @@ def test_auto_chooses_on_injected_swaps_and_records_why(make_dataset):
     assert res.config.method_name == auto["chosen"] == max(auto["auroc"], key=auto["auroc"].get)
     truth = np.array(ds.values("truth"))
     assert ncl.evaluate(ds, "ncl", "truth")["auroc"] > 0.9 and res.noisy[~truth].mean() < 0.05
+
+
+def test_folds_decide_on_out_of_sample_statistics(make_dataset):
+    ds = make_dataset(n=160, n_swapped=32)
+    with pytest.raises(ValueError, match="folds must be an integer >= 2"):
+        _score(ds, method="cca", folds=1)
+    with pytest.raises(ValueError, match="drop folds or model"):
+        _score(ds, method="cca", folds=3, model="/nonexistent.safetensors")
+    res = _score(ds, method="cca", folds=4)
+    assert ncl.get_run_info(ds, "ncl")["info"]["null"]["folds"] == 4
+    truth = np.array(ds.values("truth"))
+    # every pair was scored by a model that never saw it; swaps are still found
+    assert ncl.evaluate(ds, "ncl", "truth")["auroc"] > 0.9
+    assert res.noisy[truth].mean() > 0.5 and res.noisy[~truth].mean() < 0.05
+    # and re-deciding reads the stored out-of-sample statistic
+    res2 = ncl.decide(ds, "ncl", decision="top_k", level=32)
+    assert set(np.flatnonzero(res2.noisy)) == set(np.argsort(res.statistic)[:32])
