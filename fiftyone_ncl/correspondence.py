@@ -43,7 +43,9 @@ from fiftyone_ncl.utils import to_jsonable
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_METHOD = "gmm"
+# chosen on the regime suite (README): gmm ranked below a linear CCA on every
+# regime; auto trials cca, gmm and CCA-started crcl on the user's own pairs
+DEFAULT_METHOD = "auto"
 # options a loaded checkpoint may take (they do not change its network)
 _RUNTIME_OPTIONS = ("device", "eval_batch_size", "amp")
 # former arguments, now part of the input recipe
@@ -106,14 +108,15 @@ def compute_correspondence(
     Args:
         samples: a FiftyOne dataset or view
         caption_field ("caption"): a StringField or a ListField of strings
-        method (None): ``"cosine"``, ``"gmm"`` (default), ``"cca"``,
+        method (None): ``"auto"`` (default), ``"cosine"``, ``"gmm"``, ``"cca"``,
             ``"crcl"``, ``"disncl"``, ``"neighbors"`` (training-free
             multimodal neighbours), ``"ensemble"`` (rank consensus, default
-            gmm + neighbors) (see :func:`fiftyone_ncl.list_methods`), or
+            gmm + neighbors) (see :func:`fiftyone_ncl.list_methods`).
             ``"auto"``: each of cca, gmm and crcl (CCA-started linear heads)
             is fitted on a copy of the pairs with 20 % known random swaps,
-            and the one that finds them best runs (embeddings only; the
-            trial's AUROCs are in ``results.info["auto"]``)
+            and the one that finds them best runs (the trial's AUROCs are
+            in ``results.summary()["auto"]``); gmm without a trial on
+            inputs that train image towers or under 200 pairs
         run_key ("ncl"): key of the run and prefix of its fields
             (``brain_key`` is accepted as another name for it)
         recipe (None): where the inputs come from: a preset name
@@ -188,7 +191,7 @@ def compute_correspondence(
     threshold = _check_threshold(threshold)
     _check_folds(folds, model)
     legacy = {k: options.pop(k) for k in _RECIPE_OPTIONS if k in options}
-    auto = method == "auto"
+    auto = (method or (DEFAULT_METHOD if model is None else None)) == "auto"
     if auto:
         # every candidate is built now, so bad options fail before any data is read
         candidates = _auto_candidates(model, options)
@@ -364,13 +367,13 @@ def _resolve_method(method, model, options):
 def _auto_candidates(model, options):
     """``method="auto"``: the candidates, built with the user's options (to
     refuse bad ones before reading data)."""
-    from fiftyone_ncl.core.auto import CANDIDATES, accepted_options
+    from fiftyone_ncl.core.auto import CANDIDATES, FALLBACK, accepted_options
 
     if model is not None:
         raise ValueError("method='auto' chooses and trains a method; it takes no model= (name the method instead)")
     unknown = set(options)
     built = []
-    for name, own in CANDIDATES.items():
+    for name, own in dict(CANDIDATES, **{FALLBACK: CANDIDATES.get(FALLBACK, {})}).items():
         taken = accepted_options(build_method, name, options)
         unknown -= set(taken)
         built.append(build_method(name, **dict(taken, **own)))
@@ -382,9 +385,15 @@ def _auto_candidates(model, options):
 
 def _choose(data, options, progress):
     """Runs the auto trial and builds the chosen method; returns ``(method, report)``."""
-    from fiftyone_ncl.core.auto import accepted_options, choose_method
+    from fiftyone_ncl.core.auto import CANDIDATES, FALLBACK, accepted_options, choose_method, fallback_reason
 
     seed = options.get("seed", 0)
+    reason = fallback_reason(data)
+    if reason is not None:
+        logger.info("method='auto' runs %s without a trial: %s", FALLBACK, reason)
+        report = {"chosen": FALLBACK, "reason": reason}
+        return build_method(FALLBACK, **dict(accepted_options(build_method, FALLBACK, options),
+                                             **CANDIDATES.get(FALLBACK, {}))), report
     name, own, report = choose_method(data, build_method, options, seed=seed, progress=progress)
 
     logger.info("method='auto' chose %s (trial AUROC on %.0f%% injected swaps: %s)", name, 100 * report["rate"],

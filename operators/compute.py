@@ -118,7 +118,7 @@ def _compute_inputs(ctx, inputs):
     ready = caption_field is not None
 
     methods = types.DropdownView()
-    for name in ncl.list_methods():
+    for name in ["auto"] + ncl.list_methods():
         methods.add_choice(name, label=name, description=ncl.method_capabilities(name)["summary"])
     inputs.enum(
         "method",
@@ -126,7 +126,8 @@ def _compute_inputs(ctx, inputs):
         default=ncl.DEFAULT_METHOD,
         required=False,
         label="Method",
-        description="cosine/gmm are the baselines; crcl and disncl train on this data",
+        description="auto tries cca, gmm and crcl on a copy with known swaps; cosine/gmm/cca are the baselines; "
+        "crcl and disncl train on this data",
         view=methods,
     )
     method = params.get("method", ncl.DEFAULT_METHOD)

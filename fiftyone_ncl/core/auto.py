@@ -28,9 +28,40 @@ CANDIDATES = {
     "gmm": {},
     "crcl": {"init": "cca", "head": "linear", "tau": 0.2},
 }
+AUTO = "auto"
 TRIAL_RATE = 0.2
+# below this many pairs (or on inputs that train image towers) auto does not
+# trial: a 20 % swap of a few dozen pairs ranks candidates by noise
+MIN_TRIAL_PAIRS = 200
+FALLBACK = "gmm"
 # the trial fits on at most this many pairs (a seeded subset of the images)
 MAX_TRIAL_PAIRS = 5000
+
+
+def capabilities(method_capabilities):
+    """:func:`fiftyone_ncl.core.registry.method_capabilities` of ``"auto"``:
+    every candidate's options (the first candidate's default wins)."""
+    options = {}
+    for name in list(CANDIDATES) + [FALLBACK]:
+        for option, default in method_capabilities(name)["options"].items():
+            options.setdefault(option, default)
+    return {
+        "name": AUTO,
+        "summary": "Chooses cca, gmm or CCA-started crcl on your data (a trial with known swaps)",
+        "trains": True,
+        "uses_labels": False,
+        "options": options,
+        "form_options": ["device"],
+    }
+
+
+def fallback_reason(data):
+    """Why ``auto`` runs :data:`FALLBACK` without a trial, or None."""
+    if data.towers != "frozen":
+        return "inputs train %r towers (a trial per candidate would train them each)" % data.towers
+    if data.n_pairs < MIN_TRIAL_PAIRS:
+        return "%d pairs, fewer than the %d a trial needs" % (data.n_pairs, MIN_TRIAL_PAIRS)
+    return None
 
 
 def trial_pairs(data, rate=TRIAL_RATE, seed=0, max_pairs=MAX_TRIAL_PAIRS):

@@ -64,6 +64,10 @@ def method_capabilities(name):
     :func:`fiftyone_ncl.compute_correspondence`)."""
     import dataclasses
 
+    if name == "auto":  # not a class: it picks one of the others per run
+        from fiftyone_ncl.core.auto import capabilities
+
+        return capabilities(method_capabilities)
     cls = get_method_class(name)
     defaults = {f.name: f.default for f in dataclasses.fields(cls.config_cls)}
     return {

@@ -761,7 +761,14 @@ def validate_run_key(samples, run_key, overwrite=False, method=None, caption_fie
         suffixes = ()
         if method is not None and caption_field is not None:
             is_list = caption_kind(samples, caption_field) == "list"
-            suffixes = planned_suffixes(get_method_class(method), is_list, suggest, store_embeddings)
+            if method == "auto":  # any of its candidates may run
+                from fiftyone_ncl.core.auto import CANDIDATES, FALLBACK
+
+                names = list(dict.fromkeys(list(CANDIDATES) + [FALLBACK]))
+            else:
+                names = [method]
+            suffixes = list(dict.fromkeys(
+                s for n in names for s in planned_suffixes(get_method_class(n), is_list, suggest, store_embeddings)))
         check_new_run_key(samples, run_key, overwrite, suffixes)
     except (ValueError, IncompleteRunError) as e:
         return str(e)

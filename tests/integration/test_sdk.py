@@ -408,7 +408,11 @@ def test_fine_tuning_open_clip_end_to_end_through_the_sdk(photo_dataset, tmp_pat
 
 
 def test_auto_chooses_on_injected_swaps_and_records_why(make_dataset):
-    ds = make_dataset(n=150, n_swapped=30)
+    small = make_dataset(n=100, n_swapped=20)
+    res = _score(small)  # the default
+    assert res.config.method_name == "gmm" and "fewer than the 200" in res.summary()["auto"]["reason"]
+
+    ds = make_dataset(n=250, n_swapped=50)
     with pytest.raises(ValueError, match="no candidate .* takes the options nope"):
         _score(ds, method="auto", nope=1)
     with pytest.raises(ValueError, match="takes no model"):
@@ -416,7 +420,7 @@ def test_auto_chooses_on_injected_swaps_and_records_why(make_dataset):
     assert ds.list_brain_runs() == []
     res = _score(ds, method="auto", stages=(1, 1), warmup_epochs=1)  # stages: crcl's only
     auto = ncl.get_run_info(ds, "ncl")["info"]["auto"]
-    assert set(auto["auroc"]) == {"cca", "gmm", "crcl"} and auto["pairs"] == 150
+    assert set(auto["auroc"]) == {"cca", "gmm", "crcl"} and auto["pairs"] == 250
     assert res.config.method_name == auto["chosen"] == max(auto["auroc"], key=auto["auroc"].get)
     truth = np.array(ds.values("truth"))
     assert ncl.evaluate(ds, "ncl", "truth")["auroc"] > 0.9 and res.noisy[~truth].mean() < 0.05
