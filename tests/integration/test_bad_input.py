@@ -1,5 +1,7 @@
 """Bad input gets a clear error naming the field or file, and the dataset
 is left exactly as it was."""
+import re
+
 import numpy as np
 import pytest
 
@@ -462,3 +464,24 @@ def test_cli_help_lists_only_commands_that_exist_and_score_tag_says_how_many(mak
     out, err = capsys.readouterr()
     n = ds.count_sample_tags()["suspected_mismatch"]
     assert '"tagged": %d' % n in out and "tagged %d samples 'suspected_mismatch' from run 'ncl'" % n in err
+
+
+def test_cli_prints_the_estimate_and_decide_reflags(make_dataset, capsys):
+    import json
+
+    from fiftyone_ncl import cli
+
+    ds = make_dataset(n=120, n_swapped=24)
+    ds.persistent = True
+    assert cli.main(["score", ds.name, "--method", "cca", "--image-field", "img", "--text-field", "txt",
+                     "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["mismatch_rate"]["usable"] is True
+    assert re.search(r"about \d+\.\d% of pairs \(\d+\.\d-\d+\.\d%\) look mismatched; \d+ of 120 pairs flagged "
+                     r"\(probability, level 0\.5\)", err), err
+    assert cli.main(["decide", ds.name, "ncl", "--decision", "top_k", "--level", "7"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["flagged"] == 7 and "7 of 120 pairs flagged (top_k, level 7)" in err
+    assert ds.count_values("ncl_noisy")[True] == 7
+    assert cli.main(["decide", ds.name, "ncl", "--decision", "top_k", "--level", "2.5"]) == 2
+    assert "--level of --decision top_k is a count" in capsys.readouterr().err
