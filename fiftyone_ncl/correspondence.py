@@ -403,10 +403,12 @@ def _choose(data, options, progress):
 
 def _health(method, data, verdict, scores):
     """The run's label-free health checks (:mod:`fiftyone_ncl.core.health`);
-    a trained method on embeddings is held to a linear CCA of the same
-    embeddings, judged the same way."""
+    a method on embeddings is held to a linear CCA of the same embeddings,
+    judged the same way."""
     baseline = None
-    if method.trains and method.name != "cca" and data.towers == "frozen" and data.n_pairs >= 50:
+    # every method but the CCA itself: gmm / cosine / neighbors train heads on
+    # unaligned inputs, and their decisions fail like the trained methods'
+    if method.name != "cca" and data.towers == "frozen" and data.n_pairs >= 50:
         cca = build_method("cca", seed=getattr(method.config, "seed", 0))
         cca.fit(data, progress=False)
         judged = judge(cca, data, seed=getattr(method.config, "seed", 0))

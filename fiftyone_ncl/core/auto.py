@@ -22,7 +22,7 @@ from fiftyone_ncl.core.noise import inject_random
 
 # The candidates and their options. crcl starts from the CCA solution with a
 # linear head and tau 0.2: the variant that held up on the regime suite (the
-# official defaults fell below CCA on most unaligned regimes).
+# official defaults ranked below CCA on every regime).
 CANDIDATES = {
     "cca": {},
     "gmm": {},
