@@ -96,7 +96,7 @@ class DecideMismatches(foo.Operator):
         if mode == current and results.decision.get("level") is not None:
             default = results.decision["level"]
         if mode == "top_k":
-            inputs.int("level", default=int(default), min=1, max=results.n_pairs, label="k")
+            inputs.int("level", default=min(int(default), results.n_pairs), min=1, max=results.n_pairs, label="k")
         elif mode == "f1":
             fields = [name for name, f in ctx.dataset.get_field_schema().items()
                       if type(f).__name__ == "BooleanField" and not name.startswith(key + "_")]
@@ -120,7 +120,8 @@ class DecideMismatches(foo.Operator):
 
     def execute(self, ctx):
         p = ctx.params
-        key, mode = p["run_key"], p.get("decision", "fdr")
+        key = p["run_key"]
+        mode = p.get("decision") or ncl.load_run_results(ctx.dataset, key).decision.get("mode", "probability")
         level = p.get("level") if mode != "f1" else None
         if mode == "top_k" and level is not None:
             level = int(level)

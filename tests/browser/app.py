@@ -216,7 +216,8 @@ class Form:
         if combo.inner_text().strip() == value:
             return
         combo.click()
-        self.page.get_by_role("option", name=value, exact=True).click()
+        # an option's accessible name includes its description: match its label
+        self.page.get_by_role("option").filter(has=self.page.get_by_text(value, exact=True)).first.click()
 
     def fill(self, label, value):
         box = self.field(label).locator("input").first

@@ -268,7 +268,8 @@ def test_change_which_pairs_are_flagged_without_retraining(app):
     app.shot("07-decide-form", form.modal)
     form.choose_radio("The k lowest")
     form.fill("k", 4)
-    form.execute(output="Pairs flagged")
+    # (the form's estimate already says "pairs flagged": wait for a result-only label)
+    form.execute(output="Samples tagged")
     text = form.modal.inner_text()
     assert re.search(r"Pairs flagged:?\s+4\b", text) and re.search(r"Samples tagged:?\s+4\b", text), text
     app.shot("07-decide-result", form.modal)
