@@ -123,7 +123,7 @@ def choose_method(data, build, options=None, candidates=None, rate=TRIAL_RATE, s
     shared = dict(options or {})
     auroc = {}
     for i, (name, own) in enumerate(candidates.items()):
-        if progress:
+        if callable(progress):  # True / False (bars) are for the methods' own fits
             progress(i / len(candidates), "auto: trying %s" % name)
         method = build(name, **accepted_options(build, name, dict(shared, **own)))
         method.fit(trial, progress=False)

@@ -141,7 +141,7 @@ def judge_cross_fitted(build, data, folds=5, mode="probability", level=None, mar
     statistic = np.empty(data.n_pairs)
     nulls = []
     for k in range(folds):
-        if progress:
+        if callable(progress):  # True / False (bars) are for the methods' own fits
             progress(k / folds, "fold %d of %d" % (k + 1, folds))
         held_out = np.flatnonzero(fold == k)
         method = build()

@@ -38,3 +38,13 @@ def test_auto_refuses_inputs_that_would_train_towers():
                     np.arange(20))
     with pytest.raises(ValueError, match="method='auto' chooses among methods on embeddings"):
         choose_method(data, build_method)
+
+
+def test_progress_true_from_a_terminal_is_not_called():
+    # PhasedProgress hands methods True (bars on) in a terminal, not a callable
+    data, _ = inject(get_regime("unaligned-easy").make(seed=0, size=300), "random", 0.2, seed=0)
+    name, _, _ = choose_method(data, build_method, {"seed": 0}, candidates={"cca": {}}, progress=True)
+    assert name == "cca"
+    seen = []
+    choose_method(data, build_method, {"seed": 0}, candidates={"cca": {}}, progress=lambda f, label: seen.append(label))
+    assert seen == ["auto: trying cca"]

@@ -27,3 +27,11 @@ def test_cross_fitted_judgement_scores_every_pair_out_of_sample():
     assert flags[truth].mean() > 0.8 and flags[~truth].mean() < 0.02
     with pytest.raises(ValueError, match="folds must be an integer from 2"):
         judge_cross_fitted(lambda: build_method("cca"), data, folds=1)
+
+
+def test_cross_fitting_takes_progress_true_or_a_callable():
+    data, _ = inject(get_regime("unaligned-easy").make(seed=0, size=300), "random", 0.2, seed=0)
+    judge_cross_fitted(lambda: build_method("cca", seed=0), data, folds=2, progress=True)
+    seen = []
+    judge_cross_fitted(lambda: build_method("cca", seed=0), data, folds=2, progress=lambda f, label: seen.append(label))
+    assert seen == ["fold 1 of 2", "fold 2 of 2"]
