@@ -3,6 +3,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 import fiftyone_ncl as ncl
+from fiftyone_ncl.review import ORIGINAL_SUFFIX
+from fiftyone_ncl.visualize import figure_json
 
 from ._utils import caption_field_input, icons, run_key_input
 
@@ -85,6 +87,12 @@ class DecideMismatches(foo.Operator):
             return types.Property(inputs, view=types.View(label="Change which pairs are flagged"))
         results = ncl.load_run_results(ctx.dataset, key)
         inputs.view("estimate", types.Notice(label=ncl.describe_estimate(results)))
+        # the current decision, to choose the next one from (binned: cheap
+        # to rebuild on every edit of the form)
+        current_plot = figure_json(ncl.confidence_figure(ctx.dataset, key))
+        inputs.view("current_plot", types.PlotlyView(
+            label="Current decision", data=current_plot["data"], layout=current_plot["layout"],
+            config={"displaylogo": False, "responsive": True}))
         choices = types.RadioGroup()
         for mode, label, description, _ in _DECISIONS:
             choices.add_choice(mode, label=label, description=description)
@@ -131,14 +139,51 @@ class DecideMismatches(foo.Operator):
             ncl.untag_mismatches(ctx.dataset)
             tagged = ncl.tag_mismatches(ctx.dataset, key)
         ctx.trigger("reload_dataset")
-        return {"flagged": results.n_noisy, "tagged": tagged, "estimate": ncl.describe_estimate(results)}
+        out = {"flagged": results.n_noisy, "tagged": tagged, "estimate": ncl.describe_estimate(results),
+               "run_key": key}
+        out.update(_reviewed(ctx.dataset, key, p.get("labels") if mode == "f1" else None))
+        out["plot"] = figure_json(ncl.confidence_figure(ctx.dataset, key))
+        return out
 
     def resolve_output(self, ctx):
+        results = ctx.results or {}
         outputs = types.Object()
         outputs.str("estimate", label="Estimate")
         outputs.int("flagged", label="Pairs flagged")
         outputs.int("tagged", label="Samples tagged")
-        return types.Property(outputs)
+        if results.get("marked") is not None:
+            outputs.int("marked", label="Pairs reviewed",
+                        description="Pairs with a mark in '%s' (what the cut was learnt from)" % results.get("labels"))
+        if results.get("corrected") is not None:
+            outputs.int("corrected", label="Captions corrected",
+                        description="Samples whose caption was replaced by a suggestion (undo: 'Restore original "
+                        "captions')")
+        # not named after the result's key: the App draws a property's value
+        # (here the whole figure dict) in place of the view's data
+        plot = results.get("plot") or {}
+        outputs.view("figure", types.PlotlyView(
+            label="Decision", data=plot.get("data", []), layout=plot.get("layout", {}),
+            config={"displaylogo": False}))
+        if results.get("flagged") and results.get("run_key"):
+            outputs.view("open_suspects", types.Button(
+                label="Open the %d flagged pairs" % results["flagged"],
+                operator="%s/review_suspects" % self.plugin_name,
+                params={"run_key": results["run_key"]},
+            ))
+        return types.Property(outputs, view=types.View(label="Flags changed"))
+
+
+def _reviewed(dataset, run_key, labels=None):
+    """What a person has reviewed on the run's samples: pairs marked in the
+    boolean field the f1 cut learnt from, captions replaced by suggestions."""
+    out = {}
+    scored = dataset.exists(ncl.field_name(run_key, "confidence"))
+    if labels and dataset.has_sample_field(labels):
+        out.update(marked=scored.count(labels), labels=labels)
+    caption = dataset.get_brain_info(run_key).config.caption_field
+    if dataset.has_sample_field(caption + ORIGINAL_SUFFIX):
+        out["corrected"] = scored.count(caption + ORIGINAL_SUFFIX)
+    return out
 
 
 class UntagMismatches(foo.Operator):

@@ -3,6 +3,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 import fiftyone_ncl as ncl
+from fiftyone_ncl.visualize import figure_json
 
 from ._utils import icons, run_key_input, with_progress
 
@@ -84,7 +85,7 @@ class PlotConfidence(foo.Operator):
         return foo.OperatorConfig(
             name="plot_confidence",
             label="Plot correspondence confidence",
-            description="Histogram of a run's confidence with the fitted clean/noisy mixture and threshold",
+            description="A run's decision: its statistic next to decoy pairs', the cut, the estimate and the confidence",
             dynamic=True,
             risk_level=types.RiskLevel.LOW,
             **icons(),
@@ -96,15 +97,14 @@ class PlotConfidence(foo.Operator):
         return types.Property(inputs, view=types.View(label="Plot correspondence confidence"))
 
     def execute(self, ctx):
-        fig = ncl.confidence_figure(ctx.dataset, ctx.params["run_key"])
-        return {"plot": fig.to_plotly_json()}
+        return {"plot": figure_json(ncl.confidence_figure(ctx.dataset, ctx.params["run_key"]))}
 
     def resolve_output(self, ctx):
         outputs = types.Object()
         plot = (ctx.results or {}).get("plot") or {}
-        outputs.obj(
-            "plot",
-            label="Confidence",
-            view=types.PlotlyView(data=plot.get("data", []), layout=plot.get("layout", {})),
-        )
+        # not named "plot" like the result: the App draws a property's value
+        # (the whole figure dict) in place of the view's data, i.e. nothing
+        outputs.view("figure", types.PlotlyView(
+            label="Decision", data=plot.get("data", []), layout=plot.get("layout", {}),
+            config={"displaylogo": False}))
         return types.Property(outputs, view=types.View(label="Correspondence confidence"))

@@ -192,14 +192,23 @@ def parse_setting(text):
 
 
 def _check_settings(expanded):
-    from fiftyone_ncl.bench.runner import CCA_ORACLE, FOLDS_SETTING, ORACLES
+    from fiftyone_ncl.bench.runner import AUTO, CCA_ORACLE, FOLDS_SETTING, ORACLES
+    from fiftyone_ncl.core.auto import CANDIDATES, accepted_options
     from fiftyone_ncl.core.methods.base import make_config
-    from fiftyone_ncl.core.registry import get_method_class
+    from fiftyone_ncl.core.registry import build_method, get_method_class
 
     for method, options in expanded.items():
         if method == CCA_ORACLE:
             continue
         base = method.split("@", 1)[0]  # "crcl@cca": a variant of crcl
+        if base == AUTO:  # each candidate takes the options it has (as compute_correspondence does)
+            taken = set()
+            for name in CANDIDATES:
+                taken |= set(accepted_options(build_method, name, options))
+            unknown = sorted(set(options) - taken)
+            if unknown:
+                raise ValueError("%s: no auto candidate takes %s" % (method, ", ".join(unknown)))
+            continue
         cls = get_method_class(ORACLES.get(base, base))
         options = dict(options)
         folds = options.pop(FOLDS_SETTING, None)  # the runner's, not the method's
@@ -215,7 +224,12 @@ def _expand(settings, methods):
 
     common = settings.get("*", {})
     out = {}
-    for m in list(methods or list_methods()) + [ORACLE]:
+    names = list(methods or list_methods()) + [ORACLE]
+    if any(m.split("@", 1)[0] == "auto" for m in names):  # auto's candidates trial with their own settings
+        from fiftyone_ncl.core.auto import CANDIDATES
+
+        names += [c for c in CANDIDATES if c not in names]
+    for m in names:
         base = m.split("@", 1)[0]
         name = "cosine" if base == ORACLE else base
         out[m] = dict(common, **settings.get(name, {}))

@@ -44,6 +44,9 @@ def aggregate(rows):
             if vals:
                 entry[m] = float(np.mean(vals))
                 entry[m + "_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        chosen = [r["chosen"] for r in rs if r.get("chosen")]
+        if chosen:  # method="auto": what it ran, over the seeds
+            entry["chosen"] = ", ".join("%s x%d" % (name, chosen.count(name)) for name in sorted(set(chosen)))
         out.append(entry)
     return out
 
@@ -103,6 +106,7 @@ def markdown(summary, command, machine_line):
                 lines.append("| 0%% | %s | - | - | - | - | - | %s | %s | %.0f |" % (m, _fmt(e, "rsum", 1), _fmt(e, "i2t_r1", 1), e.get("seconds", 0)))
         lines.append("")
         lines += _decision_table(problem, methods, rates, cell, clean_rows)
+        lines += _auto_table(rates, methods, cell, clean_rows, problem)
     lines += suite_tables(summary)
     return "\n".join(lines)
 
@@ -123,6 +127,19 @@ def _decision_table(problem, methods, rates, cell, clean_rows):
                 round(100 * r), m, _fmt(e, "flagged", 0), _fmt(e, "precision"), _fmt(e, "recall"), _fmt(e, "f1"),
                 _fmt(e, "clean_flagged"), _fmt(e, "estimated_rate")))
     return lines + [""]
+
+
+def _auto_table(rates, methods, cell, clean_rows, problem):
+    """What ``method="auto"`` ran at each rate (seeds counted)."""
+    rows = []
+    for r in sorted({0.0, *rates}):
+        for m in methods:
+            e = cell.get((m, r)) or (clean_rows.get((problem, m)) if r == 0.0 else None)
+            if e is not None and e.get("chosen"):
+                rows.append("| %d%% | %s | %s |" % (round(100 * r), m, e["chosen"]))
+    if not rows:
+        return []
+    return ["method='auto' chose (seeds):", "", "| rate | row | chose |", "|---|---|---|"] + rows + [""]
 
 
 def suite_tables(summary, baseline="cca"):

@@ -17,7 +17,7 @@ import numpy as np
 from fiftyone_ncl.core.metrics import detection_metrics, retrieval_metrics
 from fiftyone_ncl.core.noise import inject_category, inject_mixed, inject_neighbors, inject_nouns, inject_random
 from fiftyone_ncl.core.judge import judge, judge_cross_fitted
-from fiftyone_ncl.core.registry import build_method, list_methods
+from fiftyone_ncl.core.registry import build_method, get_method_class, list_methods
 from fiftyone_ncl.core.suggestions import suggest_captions
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,34 @@ ORACLES = {ORACLE: "cosine", CCA_ORACLE: "cca"}
 # a runner setting, not a method option: ``--set crcl@oof.folds=5`` ranks and
 # decides on out-of-sample statistics (core.judge.judge_cross_fitted)
 FOLDS_SETTING = "folds"
+# the product's default: a trial on injected swaps picks the method
+# (core.auto); the row records what it chose
+AUTO = "auto"
+AUTO_CANDIDATES = "_candidates"  # the auto row's settings: each candidate's grid settings
+
+
+def choose_for_problem(data, seed, settings=None, candidate_settings=None):
+    """What ``method="auto"`` runs on ``data``: ``(name, options, report)``.
+
+    Each candidate trials under its own settings of the grid
+    (``candidate_settings[name]``: the problem's and the profile's epochs,
+    stages...) plus the candidate's own options, as a user passing those
+    options would get; ``settings`` (the auto row's: the profile's ``"*"``
+    entry and ``--set auto.X``) go to every candidate that takes them, under
+    the candidate's own settings.
+    """
+    from fiftyone_ncl.core.auto import CANDIDATES, FALLBACK, accepted_options, choose_method, fallback_reason
+
+    def options(name):
+        own = dict(settings or {}, **(candidate_settings or {}).get(name, {}), seed=seed)
+        return dict(accepted_options(build_method, name, own), **CANDIDATES.get(name, {}))
+
+    reason = fallback_reason(data)
+    if reason is not None:
+        return FALLBACK, options(FALLBACK), {"chosen": FALLBACK, "reason": reason}
+    candidates = {name: options(name) for name in CANDIDATES}
+    name, own, report = choose_method(data, build_method, candidates=candidates, seed=seed)
+    return name, own, report
 
 
 def make_noisy(problem, kind, rate, seed):
@@ -113,6 +141,11 @@ def run_one(problem, data, noisy, source, method_name, seed, settings=None, thre
     settings = dict(settings or {})
     folds = settings.pop(FOLDS_SETTING, None)
     t0 = time.time()
+    chosen = None
+    if method_name == AUTO:  # the trial's time counts as the run's
+        candidate_settings = settings.pop(AUTO_CANDIDATES, None)
+        name, options, chosen = choose_for_problem(data, seed, settings, candidate_settings)
+        method_name, settings = name, {k: v for k, v in options.items() if k != "seed"}
     if method_name == ORACLE:
         method = build_method("cosine", train_heads=True, seed=seed, **settings)
         method.fit(data.subset(np.flatnonzero(~noisy)), progress=False)
@@ -129,6 +162,8 @@ def run_one(problem, data, noisy, source, method_name, seed, settings=None, thre
     scores = method.score(data, progress=False)
     seconds = time.time() - t0
     row = {"method": label or method_name, "seconds": seconds}
+    if chosen is not None:
+        row.update(chosen=chosen["chosen"], auto_trial=chosen.get("auroc"), auto_reason=chosen.get("reason"))
     # the ranking is the method's statistic; the decision and the estimate
     # come from the product's default decision layer (decoy null)
     if folds:  # out-of-sample: the ranking and the decision from cross-fitted statistics
@@ -209,8 +244,19 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
                         base = method.split("@", 1)[0]
                         if base in ORACLES and rate == 0:
                             continue
+                        if base != AUTO and data.towers != "frozen" and getattr(
+                                get_method_class(ORACLES.get(base, base)), "needs_embeddings", False):
+                            log("%-16s %-8s %3d%% seed %d %-7s skipped: it needs embeddings, these inputs "
+                                "train %s towers" % (problem.name, kind, round(100 * rate), seed, method, data.towers))
+                            continue
                         if base == CCA_ORACLE:
                             opts = {}
+                        elif base == AUTO:  # each candidate trials with its own grid settings
+                            from fiftyone_ncl.core.auto import CANDIDATES
+
+                            opts = {AUTO_CANDIDATES: {
+                                name: dict(problem.method_settings(name), **(settings or {}).get(name, {}))
+                                for name in CANDIDATES}}
                         else:
                             opts = problem.method_settings(ORACLES.get(base, base))
                         opts.update((settings or {}).get(base, {}))
@@ -238,7 +284,8 @@ def run_grid(problems, kinds, rates, seeds, methods=None, out_dir=None, settings
                         log(
                             "%-16s %-8s %3d%% seed %d %-7s AUROC %s AP %s flagged %5d (clean %s) est %.3f  %.0fs"
                             % (
-                                problem.name, kind, round(100 * rate), seed, method,
+                                problem.name, kind, round(100 * rate), seed,
+                                method + (" (%s)" % row["chosen"] if row.get("chosen") else ""),
                                 "%.3f" % row["auroc"] if row["auroc"] is not None else "  -  ",
                                 "%.3f" % row["ap"] if row["ap"] is not None else "  -  ",
                                 row["flagged"],

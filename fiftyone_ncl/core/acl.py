@@ -15,6 +15,9 @@ columns = captions) and one detached soft label ``y_i`` per pair:
       C_i = sum_{j != i} tan(P_ij) / (sum_j tan(P_ij)) ** q_i     (per direction)
 
 * loss ``mean(y * A) + lam * mean(C)`` (``lam = 5`` in the official code).
+* SCC's matching probability ``p_i = (P^{i2t}_ii + P^{t2i}_ii) / 2``
+  (official), or our many-to-many-aware adaptation ``P_ii / max_j P_ij`` per
+  direction, averaged (:func:`relative_matching_probability_from_log_probs`).
 
 Everything is computed from ``log_softmax`` in float32 with autocast disabled,
 so the loss is safe under fp16/bf16 autocast: no raw ``exp(S / tau)`` (e^20
@@ -31,6 +34,11 @@ import torch.nn.functional as F
 
 from fiftyone_ncl.core.losses import eye_mask as _eye
 from fiftyone_ncl.core.losses import similarity_logits
+
+
+# SCC's matching probability: CRCL's in-batch P_ii, or P_ii / max_j P_ij
+# (many-to-many-aware); see matching_probability_from_log_probs
+SCC_PROBABILITIES = ("official", "relative")
 
 
 class ACLTerms(NamedTuple):
@@ -131,13 +139,49 @@ def acl_from_log_probs(log_i2t, log_t2i, y, lam=5.0):
         return ACLTerms(loss, active, complementary, matching_probability_from_log_probs(log_i2t, log_t2i))
 
 
-def matching_probability_from_log_probs(log_i2t, log_t2i):
-    """(B,) detached ``(P^{i2t}_ii + P^{t2i}_ii) / 2`` from both directions'
-    log-probabilities."""
-    with torch.no_grad():
-        return 0.5 * (log_i2t.diagonal().exp() + log_t2i.diagonal().exp())
+def matching_probability_from_log_probs(log_i2t, log_t2i, probability="official"):
+    """(B,) detached matching probability from both directions'
+    log-probabilities.
+
+    Args:
+        log_i2t, log_t2i: (B, B) row log-softmaxes (:func:`in_batch_log_probs`;
+            excluded entries are ``-inf`` and so never count)
+        probability ("official"): ``"official"``: CRCL's
+            ``(P^{i2t}_ii + P^{t2i}_ii) / 2``; ``"relative"``: the
+            many-to-many-aware ``(P^{i2t}_ii / max_j P^{i2t}_ij +
+            P^{t2i}_ii / max_j P^{t2i}_ij) / 2`` (see
+            :func:`relative_matching_probability_from_log_probs`)
+    """
+    if probability == "official":
+        with torch.no_grad():
+            return 0.5 * (log_i2t.diagonal().exp() + log_t2i.diagonal().exp())
+    if probability == "relative":
+        return relative_matching_probability_from_log_probs(log_i2t, log_t2i)
+    raise ValueError("probability must be one of %s, got %r" % (", ".join(map(repr, SCC_PROBABILITIES)), probability))
 
 
+def relative_matching_probability_from_log_probs(log_i2t, log_t2i):
+    """(B,) detached many-to-many-aware matching probability: per direction
+    ``P_ii / max_j P_ij`` over the row, averaged over the two directions.
+
+    With k captions in a batch that fit an image equally well (captions per
+    class, near-duplicates), each holds about ``1 / k`` of the row, so CRCL's
+    ``P_ii`` of a clean pair tops out near ``1 / k``; the ratio to the row's
+    largest entry stays near 1 for it, and is small for a pair whose row is
+    won by another caption. In [0, 1]; exactly 1 where the diagonal is the
+    row maximum. Entries left out of the softmax (``-inf``, e.g. same-image
+    captions) never count as the maximum. Computed in log space
+    (``exp(log P_ii - max_j log P_ij)``): the softmax normaliser cancels, so
+    it is the ratio of the exponentiated logits; one row-max per direction,
+    on the device, no host sync.
+    """
+    with torch.no_grad(), _no_autocast(log_i2t.device):
+
+        def ratio(log_p):
+            log_p = log_p.float()
+            return (log_p.diagonal() - log_p.max(dim=1).values).clamp(max=0.0).exp()
+
+        return 0.5 * (ratio(log_i2t) + ratio(log_t2i))
 
 
 def acl_loss(v, t, y, tau, lam=5.0, exclude=None):
@@ -147,7 +191,9 @@ def acl_loss(v, t, y, tau, lam=5.0, exclude=None):
 
 
 @torch.no_grad()
-def matching_probability(logits, exclude=None):
-    """(B,) detached ``(P^{i2t}_ii + P^{t2i}_ii) / 2`` (CRCL's p_i)."""
+def matching_probability(logits, exclude=None, probability="official"):
+    """(B,) detached ``(P^{i2t}_ii + P^{t2i}_ii) / 2`` (CRCL's p_i), or its
+    many-to-many-aware form with ``probability="relative"`` (see
+    :func:`matching_probability_from_log_probs`)."""
     log_i2t, log_t2i = in_batch_log_probs(logits, exclude)
-    return matching_probability_from_log_probs(log_i2t, log_t2i)
+    return matching_probability_from_log_probs(log_i2t, log_t2i, probability)

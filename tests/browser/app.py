@@ -135,6 +135,21 @@ class App:
         note.wait_for(timeout=timeout)
         return note.inner_text()
 
+    # --- plotly figures ------------------------------------------------------
+
+    def plotly_plot(self, container, timeout=30_000):
+        """The drawn plotly figure inside ``container`` (e.g. an operator's
+        form or output), once its bars are on the page."""
+        plot = container.locator(".js-plotly-plot").first
+        plot.wait_for(state="visible", timeout=timeout)
+        plot.locator(".main-svg .barlayer .point path").first.wait_for(state="attached", timeout=timeout)
+        return plot
+
+    @staticmethod
+    def plotly_title(plot):
+        """The figure's title as one line (plotly draws its lines as tspans)."""
+        return " ".join(plot.locator(".gtitle").first.text_content().split())
+
     # --- the Embeddings panel -----------------------------------------------
 
     def embeddings_panel(self):

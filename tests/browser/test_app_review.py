@@ -263,8 +263,11 @@ def test_change_which_pairs_are_flagged_without_retraining(app):
     app.clear_view()
     form = app.open_operator("Change which pairs are flagged")
     form.choose_dropdown("Run", RUN_KEY)
-    # the form opens on the run's estimate and current decision
+    before = ncl.load_run_results(dataset, RUN_KEY)
+    # the form opens on the run's estimate and current decision, with its plot
     form.modal.get_by_text(re.compile(r"pairs flagged \(")).first.wait_for()
+    preview = app.plotly_plot(form.modal)
+    assert "%d of %d pairs flagged" % (before.n_noisy, before.n_pairs) in app.plotly_title(preview)
     app.shot("07-decide-form", form.modal)
     form.choose_radio("The k lowest")
     form.fill("k", 4)
@@ -272,8 +275,34 @@ def test_change_which_pairs_are_flagged_without_retraining(app):
     form.execute(output="Samples tagged")
     text = form.modal.inner_text()
     assert re.search(r"Pairs flagged:?\s+4\b", text) and re.search(r"Samples tagged:?\s+4\b", text), text
-    app.shot("07-decide-result", form.modal)
+    # the output plots the new decision: 4 flagged, the cut moved
+    plot = app.plotly_plot(form.modal)
+    app.shot("07-decide-result", form.modal)  # the counts, the plot's top
+    plot.scroll_into_view_if_needed()
+    app.page.wait_for_function(
+        "el => /4 of \\d+ pairs flagged \\(top_k, level 4\\)/.test(el.textContent)",
+        arg=plot.element_handle(),
+    )
+    title = app.plotly_title(plot)
+    assert "4 of %d pairs flagged (top_k, level 4)" % len(dataset) in title, title
+    app.page.mouse.move(1, 1)  # plotly's mode bar shows while hovered
+    app.shot("07-decide-result-plot", plot)
+    box = plot.bounding_box()
+    assert box["width"] > 300 and box["height"] > 400, box
+    assert plot.locator(".legendtext").filter(has_text="flagged pairs").count() == 1
+    # the decoys' statistic: scaled to the estimated (or at most) mismatched pairs
+    decoys = plot.locator(".legendtext").filter(has_text=re.compile(r"noisy component|decoy pairs"))
+    assert decoys.count() == 1
+
+    # ... and opens the flagged pairs
+    opener = form.modal.get_by_role("button", name="Open the 4 flagged pairs")
+    opener.scroll_into_view_if_needed()
+    app.shot("07-decide-result-bottom", form.modal)
+    opener.click()
+    app.wait_sample_count(4)
     app.close_dialogs()
+    app.wait_grid_settled()
+    app.shot("07-decide-suspects-grid")
 
     dataset.reload()
     results = ncl.load_run_results(dataset, RUN_KEY)
@@ -281,6 +310,26 @@ def test_change_which_pairs_are_flagged_without_retraining(app):
     lowest = set(np.array(results.sample_ids)[np.argsort(results.statistic)[:4]])
     assert set(dataset.match_tags("suspected_mismatch").values("id")) == lowest
     assert dataset.values("%s_similarity" % RUN_KEY) == similarity  # no retraining
+
+
+def test_plot_confidence_shows_the_run_decision(app):
+    dataset = app.dataset
+    results = ncl.load_run_results(dataset, RUN_KEY)
+    form = app.open_operator("Plot correspondence confidence")
+    form.choose_dropdown("Run", RUN_KEY)
+    form.wait_valid()
+    form.execute_button.click()
+    # the output draws the figure's traces (not an empty frame)
+    plot = app.plotly_plot(form.modal, timeout=60_000)
+    title = app.plotly_title(plot)
+    sentence = "%d of %d pairs flagged (%s, level %s)" % (
+        results.n_noisy, results.n_pairs, results.decision["mode"], results.decision["level"])
+    assert sentence in title, title
+    assert plot.locator(".legendtext").filter(has_text="flagged pairs").count() == 1
+    plot.scroll_into_view_if_needed()
+    app.page.mouse.move(1, 1)  # plotly's mode bar shows while hovered
+    app.shot("08-plot-confidence", plot)
+    app.close_dialogs()
 
 
 def test_the_server_logged_no_error(browser, app_server, artifacts):

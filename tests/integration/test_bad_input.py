@@ -419,6 +419,46 @@ def test_fiftyone_attached_to_a_mongod_on_another_directory_is_refused(monkeypat
     database.check_database()  # the same directory: fine
 
 
+def test_first_connections_started_together_take_turns(tmp_path, monkeypatch):
+    """FiftyOne processes connecting for the first time at once each start a
+    mongod on one directory and all but one fail (ServiceListenTimeout, seen
+    with 3 of 4 processes): the start is serialized on a lock file there."""
+    import threading
+    import time
+    import types
+
+    import fiftyone.core.odm.database as food
+
+    from fiftyone_ncl.fo import database
+
+    assert getattr(food.establish_db_conn, "_ncl_serialized", False)  # installed on import
+    inside, overlaps, calls = [0], [], []
+
+    def slow_start(config):  # stands in for starting mongod: must never run twice at once
+        inside[0] += 1
+        overlaps.append(inside[0])
+        time.sleep(0.1)
+        calls.append(config.database_dir)
+        inside[0] -= 1
+
+    monkeypatch.delenv("FIFTYONE_PRIVATE_DATABASE_PORT", raising=False)
+    state = types.SimpleNamespace(_db_service=None)
+    start = database._serialized(slow_start, state)
+    config = types.SimpleNamespace(database_uri=None, database_dir=str(tmp_path / "db"))
+    threads = [threading.Thread(target=start, args=(config,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 4 and max(overlaps) == 1
+    assert (tmp_path / "db" / database.START_LOCK).exists()
+    # a server of your own (a URI) or a running service: no lock, no waiting
+    overlaps.clear()
+    uri = types.SimpleNamespace(database_uri="mongodb://x", database_dir=str(tmp_path / "other"))
+    database._serialized(slow_start, state)(uri)
+    assert not (tmp_path / "other").exists()
+
+
 # the command line: one line per user error, with the fix ------------------------
 
 

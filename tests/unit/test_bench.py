@@ -195,3 +195,45 @@ def test_suite_tables_mark_methods_below_the_baseline_and_clean_flags():
     assert "| aligned-easy | 0.0% | 3.1% |" in text
     assert "synthetic-high" not in text
     assert suite_tables([entry("synthetic-high", 0.4, "crcl", 0.99)]) == []
+
+
+def test_auto_row_records_what_it_chose_and_its_trial(tmp_path, monkeypatch):
+    from fiftyone_ncl.bench import runner
+    from fiftyone_ncl.core.auto import CANDIDATES
+
+    seen = []
+    real_choose = runner.choose_for_problem
+
+    def spy(data, seed, settings=None, candidate_settings=None):
+        seen.append(candidate_settings)
+        return real_choose(data, seed, settings, candidate_settings)
+
+    monkeypatch.setattr(runner, "choose_for_problem", spy)
+    out = tmp_path / "auto"
+    assert bench("--profile", "tiny", "--methods", "auto", "--out", str(out)) == 0
+    (row,) = json.loads((out / "results.json").read_text())["rows"]
+    assert row["method"] == "auto" and row["chosen"] in CANDIDATES
+    # the trial ran every candidate (300 pairs: above the no-trial floor)
+    assert set(row["auto_trial"]) == set(CANDIDATES) and row["auto_reason"] is None
+    assert row["chosen"] == max(row["auto_trial"], key=row["auto_trial"].get) or \
+        round(row["auto_trial"][row["chosen"]], 3) == round(max(row["auto_trial"].values()), 3)
+    # each candidate trials with its own profile settings (crcl's stages)
+    (cands,) = seen
+    assert cands["crcl"]["stages"] == (1, 1) and "stages" not in cands["cca"]
+    assert "method='auto' chose" in (out / "results.md").read_text()
+
+
+def test_methods_that_need_embeddings_are_skipped_on_tower_inputs():
+    from fiftyone_ncl.bench.runner import run_grid
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, size=(60, 1, 8, 8)).astype(np.uint8)
+    texts = rng.normal(size=(60, 4)).astype(np.float32)
+    lines = []
+    data = PairData(pixels, texts, np.arange(60))
+    assert data.towers == "cnn"
+    problem = Problem(name="toy", data=data, settings={"*": {"epochs": 1, "batch_size": 16}})
+    rows = run_grid([problem], ["random"], [0.4], [0], methods=["cca", "auto"], log=lines.append)
+    assert [r["method"] for r in rows] == ["auto"] and rows[0]["chosen"] == "gmm"
+    assert "towers" in rows[0]["auto_reason"]
+    assert any("cca" in line and "skipped" in line for line in lines)

@@ -243,3 +243,176 @@ def test_split_features_normalised_on_the_device_like_on_the_host():
     x[3] = 0.0
     with pytest.raises(ValueError, match="all-zero"):
         _normalize_on_device(torch.from_numpy(x), "z")
+
+
+# high-noise safeguards (issue 15): split gate, KL gating, ACL rows ---------------
+
+
+def _losses(kind, n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "tail":  # one population of losses and a 3 % far tail: no noisy population
+        return np.concatenate([rng.normal(5.0, 0.3, int(0.97 * n)), rng.normal(7.0, 0.6, n - int(0.97 * n))])
+    # clean pairs around 2, a 40 % noisy population around 5: a real split
+    return np.concatenate([rng.normal(2.0, 0.4, int(0.6 * n)), rng.normal(5.0, 0.6, n - int(0.6 * n))])
+
+
+def test_split_gate_fires_on_a_far_tail_not_on_two_modes():
+    """The GMM is fitted by the function the method's split uses
+    (reference_confidence -> clean_probability, sklearn's GaussianMixture)."""
+    from fiftyone_ncl.core.calibration import clean_probability
+    from fiftyone_ncl.core.methods.disncl.split import split_credibility
+
+    tail = _losses("tail")
+    w, fit = clean_probability(tail, higher_is_clean=False, seed=0)
+    assert fit.weights[1] < 0.1  # the mixture did fit the tail ...
+    assert (w > 0.5).mean() > 0.9  # ... and calls almost every pair clean
+    check = split_credibility(tail, fit)
+    assert check.fired and check.reason == "tail"
+    assert check.stats["noisy_mean"] > check.stats["tail_value"]
+
+    two = _losses("two")
+    w, fit = clean_probability(two, higher_is_clean=False, seed=0)
+    check = split_credibility(two, fit)
+    assert not check.fired and check.reason is None
+    assert check.stats["separation"] > 4  # two well separated modes
+    # the same split is distrusted when the components must separate more
+    assert split_credibility(two, fit, min_separation=10.0).reason == "overlap"
+    # tail check off
+    assert not split_credibility(tail, clean_probability(tail, higher_is_clean=False, seed=0)[1], tail_weight=0.0).fired
+    # constant losses: no fit, not trusted
+    assert split_credibility(np.ones(10), None).reason == "no fit"
+
+
+def test_gated_weights_fallbacks_and_previous_split():
+    from fiftyone_ncl.core.calibration import clean_probability
+    from fiftyone_ncl.core.methods.disncl.method import _EpochState
+    from fiftyone_ncl.core.methods.disncl.split import rank_weights
+
+    tail, two = _losses("tail"), _losses("two")
+    w_tail, fit_tail = clean_probability(tail, higher_is_clean=False, seed=0)
+    w_two, fit_two = clean_probability(two, higher_is_clean=False, seed=0)
+    for fallback in ("neutral", "previous", "rank"):
+        m = DisNCLMethod(split_gate=True, gate_fallback=fallback, gate_min_separation=0.0)
+        state = _EpochState(w=torch.ones(len(tail)))
+        # first split untrusted: "previous" has nothing to go back to
+        w, rec = m._gated_weights(w_tail, tail, fit_tail, state)
+        assert rec["gate"] and rec["gate_reason"] == "tail"
+        if fallback == "rank":
+            np.testing.assert_allclose(w, rank_weights(tail))
+            assert np.argmax(w) == np.argmin(tail) and w.max() == 1.0 and w.min() == 0.0
+        else:
+            assert rec["gate_fallback"] == "neutral" and np.all(w == 0.5)
+        # a trusted split is used (with the minimum noisy fraction) and kept
+        w, rec = m._gated_weights(w_two, two, fit_two, state)
+        assert not rec["gate"] and rec["split_check"]["fired"] is False
+        np.testing.assert_array_equal(w, m._training_weights(w_two, two))
+        trusted = w
+        w, rec = m._gated_weights(w_tail, tail, fit_tail, state)
+        assert rec["gate"]
+        if fallback == "previous":
+            assert rec["gate_fallback"] == "previous"
+            np.testing.assert_array_equal(w, trusted)
+    # gate off: the tail split is trained on, but the check is still recorded
+    m = DisNCLMethod(split_gate=False)
+    w, rec = m._gated_weights(w_tail, tail, fit_tail, _EpochState(w=torch.ones(len(tail))))
+    assert rec["gate"] is False and rec["split_check"]["fired"] and rec["split_check"]["reason"] == "tail"
+    assert (w > 0.5).mean() > 0.9
+
+
+def test_history_records_the_gate(tiny):
+    data, _ = tiny
+    opts = dict(TINY, epochs=3, mi_diagnostics=False)
+    # a separation no split reaches: the gate fires at every split
+    m = DisNCLMethod(split_gate=True, gate_min_separation=1e9, **opts).fit(data, progress=False)
+    splits = [h for h in m.history if "split_check" in h]
+    assert len(splits) == 2  # epochs after the one warm-up epoch
+    for h in splits:
+        assert h["gate"] is True and "overlap" in h["gate_reason"] and h["gate_fallback"] == "neutral"
+        assert h["mean_w"] == pytest.approx(0.5) and h["fraction_clean"] == 0.0
+        assert h["s_kl"] == 0.0  # w = 0.5 everywhere: no pair is confident, no KL pull
+    assert "gate" not in m.history[0]  # warm-up: no split
+    m = DisNCLMethod(split_gate=False, kl_min_w=0.5, **opts).fit(data, progress=False)
+    for h in m.history[1:]:
+        assert h["gate"] is False and h["gate_reason"] is None and "separation" in h["split_check"]
+        assert h["s_kl"] > 0
+
+
+def _kl_config(**kw):
+    return DisNCLMethod(**kw).config
+
+
+def test_kl_gating_changes_which_rows_contribute():
+    from fiftyone_ncl.core.methods.disncl.terms import invariance_loss, log_probs
+
+    torch.manual_seed(0)
+    z_v = torch.nn.functional.normalize(torch.randn(4, 6), dim=-1).requires_grad_(True)
+    z_t = torch.nn.functional.normalize(torch.randn(4, 6), dim=-1)
+    w = torch.tensor([0.95, 0.7, 0.3, 0.0])
+    kl = fixed_variance_kl(z_v, z_t, 0.03).detach()
+
+    def run(**kw):
+        lp = log_probs(z_v, z_t, 0.05)
+        return invariance_loss(lp, z_v, z_t, None, None, w, 1.0, _kl_config(**kw))
+
+    _, _, l_kl = run(kl_min_w=0.5)  # every pair the split calls clean: rows 0 and 1
+    assert l_kl.item() == pytest.approx(kl[:2].mean().item(), rel=1e-5)
+    _, _, l_kl = run(kl_min_w=0.9)  # only row 0
+    assert l_kl.item() == pytest.approx(kl[0].item(), rel=1e-5)
+    grad = torch.autograd.grad(l_kl, z_v)[0]
+    assert grad[0].abs().sum() > 0 and torch.all(grad[1:] == 0)
+    _, _, l_kl = run(kl_min_w=0.0)  # every pair with w > 0: rows 0-2
+    assert l_kl.item() == pytest.approx(kl[:3].mean().item(), rel=1e-5)
+    l_s, l_nce, l_kl = run(kl_deterministic=False)  # no KL pull for deterministic heads
+    assert l_kl.item() == 0.0 and l_s.item() == pytest.approx(l_nce.item())
+    # stochastic heads keep their KL with kl_deterministic=False
+    mu_logvar = (z_v, torch.zeros(4, 6), z_t, torch.zeros(4, 6))
+    lp = log_probs(z_v, z_t, 0.05)
+    _, _, l_kl = invariance_loss(lp, z_v, z_t, mu_logvar, None, w, 1.0, _kl_config(kl_deterministic=False))
+    assert l_kl.item() > 0
+
+
+def test_robust_match_loss_is_acl_on_unconfident_rows():
+    from fiftyone_ncl.core.acl import acl_from_log_probs
+    from fiftyone_ncl.core.methods.disncl.terms import log_probs, robust_match_loss
+
+    torch.manual_seed(1)
+    z_v = torch.nn.functional.normalize(torch.randn(8, 6), dim=-1)
+    z_t = torch.nn.functional.normalize(torch.randn(8, 6), dim=-1)
+    lp = log_probs(z_v, z_t, 0.1)
+    ce = (-lp.i2t.diagonal(), -lp.t2i.diagonal())
+    w = torch.tensor([0.9, 0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.0])
+    # every row unconfident: half CRCL's ACL with y = w (its terms add both directions)
+    out = robust_match_loss(lp, ce, (None, None), None, w, 1.0, 5.0)
+    assert out.item() == pytest.approx(0.5 * acl_from_log_probs(lp.i2t, lp.t2i, w, 5.0).loss.item(), rel=1e-5)
+    # every row confident: the plain cross-entropy
+    out = robust_match_loss(lp, ce, (None, None), None, w.clamp_min(0.5), 0.5, 5.0)
+    assert out.item() == pytest.approx(0.5 * (ce[0].mean() + ce[1].mean()).item(), rel=1e-5)
+    # a noisy row (w = 0) is not pulled towards its labelled partner
+    w = torch.zeros(8)
+    out = robust_match_loss(lp, ce, (None, None), None, w, 0.5, 0.0)
+    assert out.item() == 0.0
+    # with lam > 0 it is pushed away from the others, bounded
+    out = robust_match_loss(lp, ce, (None, None), None, w, 0.5, 5.0)
+    assert 0.0 < out.item() <= 5.0
+
+
+@pytest.mark.parametrize("name, value", [
+    ("kl_min_w", 1.0), ("kl_min_w", -0.1), ("gate_tail_weight", 1.5), ("gate_tail_quantile", 1.0),
+    ("gate_min_separation", -1), ("gate_fallback", "median"), ("robust_loss", "mae"), ("robust_min_w", 0.0),
+    ("acl_lam", -1.0), ("split_gate", "yes"), ("kl_deterministic", 0),
+])
+def test_high_noise_options_checked(name, value):
+    with pytest.raises(ValueError, match=name):
+        DisNCLMethod(**{name: value})
+
+
+@pytest.mark.parametrize("extra", [
+    dict(split_gate=True, gate_fallback="rank", gate_min_separation=1e9, kl_min_w=0.9),
+    dict(robust_loss="acl"),
+    dict(robust_loss="acl", use_soft_targets=False),
+])
+def test_high_noise_variants_run(tiny, extra):
+    data, _ = tiny
+    s = DisNCLMethod(**dict(TINY, epochs=3, mi_diagnostics=False, **extra)).fit(data, progress=False).score(
+        data, progress=False)
+    assert np.all(np.isfinite(s.confidence)) and "split_check" in s.info

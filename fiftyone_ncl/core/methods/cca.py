@@ -55,6 +55,7 @@ class CCAMethod(GMMMethod):
 
     name = "cca"
     config_cls = CCAConfig
+    needs_embeddings = True  # a linear map of fixed vectors: it cannot train towers
     form_options = ("refine", "device")
 
     def uses_heads(self, data):

@@ -27,6 +27,22 @@ Deviations from the official code, all deliberate:
   pairs from being pushed apart and from getting p ~ 1/2.
 * Seeded: stage k builds and trains its network under
   ``seeded(stage_seed(seed, k))`` with its own batch-order generator.
+
+Adaptation (an option): ``scc_probability``. The official SCC estimate is
+``p_i = (P^{i2t}_ii + P^{t2i}_ii) / 2``, the pair's in-batch softmax
+probability. On many-to-many data (captions written per class, near-duplicate
+captions: k pairs of the anchor's kind in a batch of 128) a clean pair shares
+its row with the k - 1 others, so p tops out near 1 / k (about 0.08 on
+fmnist-captions), under the 0.1 cut: most labels are cut to 0 and training
+runs on the complementary term alone. ``scc_probability="relative"`` uses
+``P_ii / max_j P_ij`` per direction (same-image exclusions respected),
+averaged over the two directions
+(:func:`~fiftyone_ncl.core.acl.relative_matching_probability_from_log_probs`):
+about 1 for a pair that is as good as the best caption of its row, small for
+one whose row another caption wins. ``"official"`` keeps the paper's
+estimate. After :meth:`CRCLMethod.fit` the share of labels cut to 0 is
+recorded (``label_stats``, the last history and stage records) and a warning
+names the option when it is most of them (> ``ZEROED_WARNING``).
 """
 import hashlib
 import logging
@@ -35,9 +51,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fiftyone_ncl.core.acl import acl_from_log_probs, in_batch_log_probs, matching_probability_from_log_probs
+from fiftyone_ncl.core.acl import (
+    SCC_PROBABILITIES,
+    acl_from_log_probs,
+    in_batch_log_probs,
+    matching_probability_from_log_probs,
+)
 from fiftyone_ncl.core.alignment import DeviceInputs, encode_all
 from fiftyone_ncl.core.data import PairScores
+from fiftyone_ncl.core.health import LABEL_ZERO
 from fiftyone_ncl.core.losses import similarity_logits
 from fiftyone_ncl.core.methods.base import CorrespondenceMethod
 from fiftyone_ncl.core.nets import build_dual_encoder, initial_solution
@@ -60,6 +82,9 @@ from fiftyone_ncl.core.training import (
 from fiftyone_ncl.core.vectors import pair_similarity
 
 logger = logging.getLogger(__name__)
+
+# warn after fit when more than this share of the labels is cut to 0
+ZEROED_WARNING = 0.5
 
 
 # SCC ---------------------------------------------------------------------
@@ -136,6 +161,38 @@ def label_stats(labels, bins=10):
     }
 
 
+def zeroed_summary(labels, cut=0.1, probability="official"):
+    """What the SCC labels of a fit came to: ``zeroed`` (share cut to 0),
+    ``near_zero`` (share below the health check's
+    :data:`~fiftyone_ncl.core.health.LABEL_ZERO`, what its ``labels`` check
+    counts), ``mean``, ``n``, and the ``cut`` and ``scc_probability`` that
+    produced them."""
+    labels = np.asarray(labels, dtype=np.float64)
+    n = int(labels.size)
+    return {
+        "zeroed": float((labels == 0).mean()) if n else 0.0,
+        "near_zero": float((labels < LABEL_ZERO).mean()) if n else 0.0,
+        "mean": float(labels.mean()) if n else None,
+        "n": n,
+        "cut": cut,
+        "scc_probability": probability,
+    }
+
+
+def zeroed_warning(stats, threshold=ZEROED_WARNING):
+    """The warning for a fit whose labels are mostly cut to 0, else None."""
+    if not stats or stats["n"] == 0 or stats["zeroed"] <= threshold:
+        return None
+    head = ("crcl: %.0f%% of the SCC labels were cut to 0 (below cut=%s), so those pairs trained on the "
+            "complementary term alone and their soft labels ({key}_label) are 0" % (100 * stats["zeroed"], stats["cut"]))
+    if stats["scc_probability"] == "official":
+        return head + (". With many captions per kind of image (captions per class, near-duplicates) the official "
+                       "in-batch probability of a clean pair stays near 1/k; scc_probability='relative' "
+                       "(P_ii / max_j P_ij, many-to-many-aware) keeps clean labels")
+    return head + (" even with scc_probability='relative': the model found no caption that fits most images best; "
+                   "rank and decide by confidence, not by the labels")
+
+
 def stage_seed(seed, stage):
     """Seed used before building stage ``stage``'s network (stage 0: ``seed``)."""
     return int(seed) + 1000 * int(stage)
@@ -178,6 +235,10 @@ class CRCLConfig(TrainConfig):
             in-batch softmaxes (see the module docstring)
         reference_sets: number of seeded negative sets used to score
             (DisNCL's ``ref_sets``; either name is accepted)
+        scc_probability: SCC's per-pair estimate: ``"official"`` (the
+            paper's in-batch ``P_ii``, both directions averaged) or
+            ``"relative"`` (``P_ii / max_j P_ij`` per direction, averaged: for
+            many-to-many captions, see the module docstring)
     """
 
     stages: tuple = (6, 6, 6, 25)
@@ -188,6 +249,7 @@ class CRCLConfig(TrainConfig):
     lr_update: int = 15
     mask_same_image: bool = True
     reference_sets: int = 4
+    scc_probability: str = "official"
 
     def __post_init__(self):
         if isinstance(self.stages, (int, np.integer)) and not isinstance(self.stages, bool):
@@ -203,6 +265,9 @@ class CRCLConfig(TrainConfig):
             raise ValueError("cut must be in [0, 1)")
         if self.lr_update is not None and self.lr_update < 1:
             raise ValueError("lr_update must be >= 1 or None")
+        if self.scc_probability not in SCC_PROBABILITIES:
+            raise ValueError("scc_probability must be one of %s, got %r"
+                             % (", ".join(map(repr, SCC_PROBABILITIES)), self.scc_probability))
 
     def stage_epochs(self, stage):
         return self.warmup_epochs + self.stages[stage]
@@ -213,7 +278,11 @@ class CRCLMethod(CorrespondenceMethod):
 
     After :meth:`fit`, ``labels`` holds one SCC label per caption,
     ``history`` one record per epoch (loss terms, LR, label statistics) and
-    ``stage_history`` one per stage (label statistics and histogram).
+    ``stage_history`` one per stage (label statistics and histogram) and
+    ``label_stats`` what the final labels came to (:func:`zeroed_summary`:
+    ``zeroed``, the share cut to 0, also in the last history and stage
+    records as ``labels_zeroed``); a warning is logged when most labels are
+    cut (> :data:`ZEROED_WARNING`).
 
     Scores: ``similarity`` is the cosine of each pair in the learned space;
     ``confidence`` the clean probability of a 2-component GMM on each pair's
@@ -238,6 +307,7 @@ class CRCLMethod(CorrespondenceMethod):
         self.model = None
         self._init = None
         self.labels = None
+        self.label_stats = None
         self.stage_history = []
         self._spec = None
         self._fingerprint = None
@@ -272,8 +342,18 @@ class CRCLMethod(CorrespondenceMethod):
                 self._fit_stage(stage, data, inputs, device, dtype, bar)
         self._spec = data.spec()
         self._fingerprint = data_fingerprint(data)
+        self._record_label_stats()
         self.fitted = True
         return self
+
+    def _record_label_stats(self):
+        cfg = self.config
+        self.label_stats = zeroed_summary(self.labels, cfg.cut, cfg.scc_probability)
+        for record in (self.history[-1:] + self.stage_history[-1:]):
+            record.update(labels_zeroed=self.label_stats["zeroed"], scc_probability=cfg.scc_probability)
+        message = zeroed_warning(self.label_stats)
+        if message:
+            logger.warning(message)
 
     def _fit_stage(self, stage, data, inputs, device, dtype, bar):
         with seeded(stage_seed(self.config.seed, stage)):
@@ -306,7 +386,7 @@ class CRCLMethod(CorrespondenceMethod):
             exclude = inputs.same_image(rows) if cfg.mask_same_image else None
             # one pair of log-softmaxes gives both SCC's p and the loss
             log_i2t, log_t2i = in_batch_log_probs(logits, exclude)
-            p = matching_probability_from_log_probs(log_i2t, log_t2i)
+            p = matching_probability_from_log_probs(log_i2t, log_t2i, cfg.scc_probability)
             weight, stored = scc_update_torch(labels[batch], p, cfg.alpha, cfg.cut, **phase)
             labels[batch] = stored
             terms = acl_from_log_probs(log_i2t, log_t2i, weight, cfg.lam)
@@ -351,7 +431,8 @@ class CRCLMethod(CorrespondenceMethod):
             )
         if runner.captures or runner.failure:
             self.history[-1]["cuda_graphs"] = runner.stats()
-        self.stage_history.append(dict(stage=stage, epochs=cfg.stage_epochs(stage), **label_stats(self.labels)))
+        self.stage_history.append(dict(stage=stage, epochs=cfg.stage_epochs(stage), scc_probability=cfg.scc_probability,
+                                       **label_stats(self.labels)))
         logger.info("crcl stage %d: %s", stage, self.stage_history[-1])
         self.on_stage_end(stage, model, optimizer)
 
@@ -393,6 +474,7 @@ class CRCLMethod(CorrespondenceMethod):
             "history": list(self.history),
             "selection": self.selection,
             "stages": list(self.stage_history),
+            "label_stats": dict(self.label_stats) if self.label_stats else None,
             "calibration": fit.to_dict() if fit is not None else "none: reference losses are constant",
             "calibration_input": "reference loss",
             "confidence_source": "GMM on the loss against %d seeded sets of %d negatives"
@@ -444,4 +526,6 @@ class CRCLMethod(CorrespondenceMethod):
         state = dict(state)
         labels = state.pop("scc_labels", None)
         self.labels = None if labels is None else labels.float().numpy().copy()
+        self.label_stats = None if self.labels is None else zeroed_summary(
+            self.labels, self.config.cut, self.config.scc_probability)
         super().load_state_dict(state)

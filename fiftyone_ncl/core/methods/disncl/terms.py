@@ -20,7 +20,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from fiftyone_ncl.core.losses import infonce_from_log_probs, similarity_logits
+from fiftyone_ncl.core.acl import acl_direction
+from fiftyone_ncl.core.losses import eye_mask, infonce_from_log_probs, similarity_logits
 from fiftyone_ncl.core.mi import grad_reverse
 from fiftyone_ncl.core.soft_targets import hard_targets, soft_cross_entropy_from_log_probs, soft_targets
 
@@ -53,6 +54,7 @@ def match_loss(lp, same, w, ramp, ramp_value, config, teacher=None):
             detached affinities the soft targets are built from
     """
     c = config
+    robust = ramp > 0 and getattr(c, "robust_loss", None) == "acl"
     if ramp > 0 and c.use_soft_targets:
         t_img, t_txt = teacher
         # both anchors' targets in one (2, B, B) computation: images (with
@@ -61,9 +63,17 @@ def match_loss(lp, same, w, ramp, ramp_value, config, teacher=None):
             torch.stack([t_img.float(), t_txt.float()]), w, same, k=c.soft_k, tau_s=c.soft_tau, a0=c.soft_a0,
             ramp=ramp_value, min_mass=c.soft_min_mass, same_image_in_prior=(True, False),
         )
+        if robust:
+            rows = (soft_cross_entropy_rows(lp.i2t, y[0]), soft_cross_entropy_rows(lp.t2i, y[1]))
+            return robust_match_loss(lp, rows, (rw[0], rw[1]), same, w, c.robust_min_w, c.acl_lam)
         return 0.5 * (soft_cross_entropy_from_log_probs(lp.i2t, y[0], rw[0])
                       + soft_cross_entropy_from_log_probs(lp.t2i, y[1], rw[1]))
     rw = w if (ramp > 0 and not c.use_soft_targets) else None
+    if robust:
+        target = hard_targets(same) if same is not None else None
+        rows = ((-lp.i2t.diagonal(), -lp.t2i.diagonal()) if target is None else
+                (soft_cross_entropy_rows(lp.i2t, target), soft_cross_entropy_rows(lp.t2i, target)))
+        return robust_match_loss(lp, rows, (rw, rw), same, w, c.robust_min_w, c.acl_lam)
     if same is None:  # the diagonal: -log p_ii, the same numbers without a (B, B) target
         rows, cols = -lp.i2t.diagonal(), -lp.t2i.diagonal()
         if rw is None:
@@ -75,10 +85,43 @@ def match_loss(lp, same, w, ramp, ramp_value, config, teacher=None):
     return 0.5 * (soft_cross_entropy_from_log_probs(lp.i2t, y, rw) + soft_cross_entropy_from_log_probs(lp.t2i, y, rw))
 
 
+def soft_cross_entropy_rows(logp, targets):
+    """(B,) ``-sum_j targets_ij logp_ij`` per row (the unreduced
+    :func:`~fiftyone_ncl.core.soft_targets.soft_cross_entropy_from_log_probs`)."""
+    return -(targets * logp.masked_fill(targets == 0, 0.0)).sum(-1)
+
+
+def robust_match_loss(lp, rows, row_weights, same, w, min_w, lam):
+    """L_match with a noise-tolerant loss for the unconfident rows: rows
+    whose pair has ``w >= min_w`` keep their cross-entropy ``rows`` (one (B,)
+    vector per direction, weighted by ``row_weights``, None = 1); the others
+    take CRCL's active complementary loss with ``y = w``
+    (:func:`~fiftyone_ncl.core.acl.acl_direction`, per direction):
+    ``w * (-log P_ii) + lam * sum_{j not i} tan(P_ij) / (sum_j tan(P_ij)) ** (1 - w)``,
+    the labelled partner's pull scaled by w and a bounded push away from
+    the other items (items sharing the anchor's image are neither pushed
+    nor pulled). Each direction is the weighted mean over its rows
+    (unconfident rows weight 1), the two directions averaged."""
+    wf = w.float()
+    confident = (w >= min_w).float()
+    n = len(wf)
+    positives = eye_mask(n, wf.device) if same is None else (same.bool() | eye_mask(n, wf.device))
+    out = 0.0
+    for log_p, ce, rw in zip((lp.i2t, lp.t2i), rows, row_weights):
+        active, complementary = acl_direction(log_p, 1.0 - wf, positives)
+        acl = wf * active + lam * complementary
+        rw = torch.ones_like(wf) if rw is None else rw.float()
+        weight = confident * rw + (1.0 - confident)
+        per_row = confident * ce + (1.0 - confident) * acl
+        out = out + (weight * per_row).sum() / weight.sum().clamp_min(1e-12)
+    return 0.5 * out
+
+
 def invariance_loss(lp, z_v, z_t, mu_logvar, same, w, ramp_value, config):
     """L_S = w-weighted symmetric InfoNCE on ``<z_V, z_T> / tau_mi`` (its
     :class:`LogProbs` ``lp``) + ``ramp * beta_s`` x the symmetric KL between
-    the two sides' MII posteriors on confident pairs (w > 0.5).
+    the two sides' MII posteriors on confident pairs (``w > kl_min_w``; none
+    for deterministic heads with ``kl_deterministic=False``).
 
     Args:
         mu_logvar: ``(mu_V, logvar_V, mu_T, logvar_T)`` of stochastic heads
@@ -91,7 +134,10 @@ def invariance_loss(lp, z_v, z_t, mu_logvar, same, w, ramp_value, config):
     per_pair = infonce_from_log_probs(lp.i2t, lp.t2i, same)
     wf = w.float()
     l_nce = (wf * per_pair).sum() / wf.sum().clamp_min(1e-12)
-    confident = (w > 0.5).float()
+    if mu_logvar is None and not getattr(c, "kl_deterministic", True):
+        l_kl = torch.zeros((), device=z_v.device)
+        return l_nce, l_nce, l_kl
+    confident = (w > getattr(c, "kl_min_w", 0.5)).float()
     if mu_logvar is not None:
         kl = symmetric_gaussian_kl(*mu_logvar)
     else:
