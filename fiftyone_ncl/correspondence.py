@@ -415,7 +415,7 @@ def _health(method, data, verdict, scores):
         baseline = {"name": "cca", "rate": judged.rate, "statistic": judged.statistic}
     labels = None if scores.label is None else np.asarray(scores.label)
     return assess(verdict.rate, labels=labels, baseline=baseline, method=method.name,
-                  statistic=verdict.statistic)
+                  statistic=verdict.statistic, label_info=(scores.info or {}).get("label_stats"))
 
 
 def _input_image_embeddings(data):

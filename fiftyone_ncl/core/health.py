@@ -30,7 +30,7 @@ def _check(name, ok, message, **values):
     return {"check": name, "ok": bool(ok), "message": message, **values}
 
 
-def assess(rate, labels=None, baseline=None, method=None, statistic=None):
+def assess(rate, labels=None, baseline=None, method=None, statistic=None, label_info=None):
     """The health of a run.
 
     Args:
@@ -42,6 +42,8 @@ def assess(rate, labels=None, baseline=None, method=None, statistic=None):
         method (None): the method's name (for the messages)
         statistic (None): (P,) the method's statistic (for the agreement
             with the baseline)
+        label_info (None): CRCL's ``label_stats`` (its ``scc_probability``
+            says which estimate the labels came from)
 
     Returns:
         ``{"verdict": "ok" | "check", "checks": [...], "summary": str}``; each
@@ -91,7 +93,10 @@ def assess(rate, labels=None, baseline=None, method=None, statistic=None):
             if ok else
             "%.0f%% of soft labels are near zero but only about %.0f%% (at most %.0f%%) of pairs look "
             "mismatched: the labels are not usable as correction weights here (captions shared by many "
-            "images?); rank and decide by confidence" % (100 * zeroed, 100 * rate.rate, 100 * rate.high),
+            "images?); rank and decide by confidence%s" % (
+                100 * zeroed, 100 * rate.rate, 100 * rate.high,
+                ", or refit with scc_probability='relative' for usable labels"
+                if (label_info or {}).get("scc_probability") == "official" else ""),
             zeroed=zeroed,
         ))
     bad = [c for c in checks if not c["ok"]]

@@ -388,6 +388,8 @@ def test_zeroed_summary_and_warning_threshold():
     assert zeroed_warning(stats) is None  # 40 %: not most of them
     most = zeroed_summary([0.0, 0.0, 0.0, 0.5], cut=0.1, probability="official")
     assert "75%" in zeroed_warning(most) and "scc_probability='relative'" in zeroed_warning(most)
+    soft = zeroed_summary([0.0, 0.0, 0.0, 0.5], cut=0.1, probability="official", tau=0.2)
+    assert soft["tau"] == 0.2 and "tau=0.2" in zeroed_warning(soft)
     relative = zeroed_summary([0.0, 0.0, 0.0, 0.5], cut=0.1, probability="relative")
     assert "even with scc_probability='relative'" in zeroed_warning(relative)
     assert zeroed_warning(zeroed_summary([], cut=0.1)) is None

@@ -46,3 +46,10 @@ def test_soft_labels_zeroed_far_beyond_the_mismatch_estimate_fail_the_labels_che
     assert assess(rate, labels=collapsed)["verdict"] == "check"
     in_line = np.where(rng.random(3000) < 0.2, 0.0, 1.0)
     assert assess(rate, labels=in_line)["verdict"] == "ok"
+    # the message names the fix when the labels came from the official estimate
+    (labels,) = [c for c in assess(rate, labels=collapsed, label_info={"scc_probability": "official"})["checks"]
+                 if c["check"] == "labels"]
+    assert "scc_probability='relative'" in labels["message"]
+    (labels,) = [c for c in assess(rate, labels=collapsed, label_info={"scc_probability": "relative"})["checks"]
+                 if c["check"] == "labels"]
+    assert "scc_probability" not in labels["message"]
