@@ -78,8 +78,13 @@ def check_database():
 def _start_lock(database_dir):
     """An exclusive ``flock`` on a file in the database directory (released
     by the kernel if the process dies, so a crash cannot leave it held)."""
-    os.makedirs(database_dir, exist_ok=True)
-    with open(os.path.join(database_dir, START_LOCK), "a") as f:
+    try:
+        os.makedirs(database_dir, exist_ok=True)
+        f = open(os.path.join(database_dir, START_LOCK), "a")
+    except OSError:  # a directory we cannot write: FiftyOne's own start, unserialized
+        yield
+        return
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
