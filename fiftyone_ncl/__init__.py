@@ -43,6 +43,8 @@ _API = {
     "self_check": "fiftyone_ncl.selfcheck",
     "compute_visualizations": "fiftyone_ncl.visualize",
     "confidence_figure": "fiftyone_ncl.visualize",
+    "figure_json": "fiftyone_ncl.visualize",
+    "ORIGINAL_SUFFIX": "fiftyone_ncl.review",
     "embedding_spaces": "fiftyone_ncl.visualize",
     "plot_confidence": "fiftyone_ncl.visualize",
     "accept_suggestions": "fiftyone_ncl.review",

@@ -3,8 +3,6 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 import fiftyone_ncl as ncl
-from fiftyone_ncl.review import ORIGINAL_SUFFIX
-from fiftyone_ncl.visualize import figure_json
 
 from ._utils import caption_field_input, icons, run_key_input
 
@@ -89,7 +87,7 @@ class DecideMismatches(foo.Operator):
         inputs.view("estimate", types.Notice(label=ncl.describe_estimate(results)))
         # the current decision, to choose the next one from (binned: cheap
         # to rebuild on every edit of the form)
-        current_plot = figure_json(ncl.confidence_figure(ctx.dataset, key))
+        current_plot = ncl.figure_json(ncl.confidence_figure(ctx.dataset, key))
         inputs.view("current_plot", types.PlotlyView(
             label="Current decision", data=current_plot["data"], layout=current_plot["layout"],
             config={"displaylogo": False, "responsive": True}))
@@ -142,7 +140,7 @@ class DecideMismatches(foo.Operator):
         out = {"flagged": results.n_noisy, "tagged": tagged, "estimate": ncl.describe_estimate(results),
                "run_key": key}
         out.update(_reviewed(ctx.dataset, key, p.get("labels") if mode == "f1" else None))
-        out["plot"] = figure_json(ncl.confidence_figure(ctx.dataset, key))
+        out["plot"] = ncl.figure_json(ncl.confidence_figure(ctx.dataset, key))
         return out
 
     def resolve_output(self, ctx):
@@ -181,8 +179,8 @@ def _reviewed(dataset, run_key, labels=None):
     if labels and dataset.has_sample_field(labels):
         out.update(marked=scored.count(labels), labels=labels)
     caption = dataset.get_brain_info(run_key).config.caption_field
-    if dataset.has_sample_field(caption + ORIGINAL_SUFFIX):
-        out["corrected"] = scored.count(caption + ORIGINAL_SUFFIX)
+    if dataset.has_sample_field(caption + ncl.ORIGINAL_SUFFIX):
+        out["corrected"] = scored.count(caption + ncl.ORIGINAL_SUFFIX)
     return out
 
 

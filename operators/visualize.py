@@ -3,7 +3,6 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 import fiftyone_ncl as ncl
-from fiftyone_ncl.visualize import figure_json
 
 from ._utils import icons, run_key_input, with_progress
 
@@ -97,7 +96,7 @@ class PlotConfidence(foo.Operator):
         return types.Property(inputs, view=types.View(label="Plot correspondence confidence"))
 
     def execute(self, ctx):
-        return {"plot": figure_json(ncl.confidence_figure(ctx.dataset, ctx.params["run_key"]))}
+        return {"plot": ncl.figure_json(ncl.confidence_figure(ctx.dataset, ctx.params["run_key"]))}
 
     def resolve_output(self, ctx):
         outputs = types.Object()
