@@ -157,10 +157,17 @@ def soft_cross_entropy(logits, targets, row_weight=None):
     return soft_cross_entropy_from_log_probs(torch.log_softmax(logits.float(), dim=1), targets, row_weight)
 
 
+def soft_cross_entropy_rows(logp, targets):
+    """(B,) ``-sum_j targets_ij logp_ij`` per row: the unreduced
+    :func:`soft_cross_entropy_from_log_probs` (entries without target mass
+    read 0, so ``-inf`` log-probabilities there do not poison the sum)."""
+    return -(targets * logp.masked_fill(targets == 0, 0.0)).sum(-1)
+
+
 def soft_cross_entropy_from_log_probs(logp, targets, row_weight=None):
     """:func:`soft_cross_entropy` from the rows' log-softmax (for a caller
     that shares it with another term)."""
-    per_row = -(targets * logp.masked_fill(targets == 0, 0.0)).sum(-1)
+    per_row = soft_cross_entropy_rows(logp, targets)
     if row_weight is None:
         return per_row.mean()
     return (row_weight * per_row).sum() / row_weight.sum().clamp_min(1e-12)

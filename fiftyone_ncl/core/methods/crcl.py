@@ -179,10 +179,11 @@ def zeroed_summary(labels, cut=0.1, probability="official", tau=None):
     ``tau`` that produced them."""
     labels = np.asarray(labels, dtype=np.float64)
     n = int(labels.size)
+    stats = label_stats(labels)
     return {
-        "zeroed": float((labels == 0).mean()) if n else 0.0,
+        "zeroed": stats["label_zero_fraction"] if n else 0.0,
         "near_zero": float((labels < LABEL_ZERO).mean()) if n else 0.0,
-        "mean": float(labels.mean()) if n else None,
+        "mean": stats["label_mean"],
         "n": n,
         "cut": cut,
         "scc_probability": probability,
@@ -364,12 +365,17 @@ class CRCLMethod(CorrespondenceMethod):
 
     def _record_label_stats(self):
         cfg = self.config
-        self.label_stats = zeroed_summary(self.labels, cfg.cut, cfg.scc_probability, cfg.tau)
+        self.label_stats = self._summarize_labels()
         for record in (self.history[-1:] + self.stage_history[-1:]):
             record.update(labels_zeroed=self.label_stats["zeroed"], scc_probability=cfg.scc_probability)
         message = zeroed_warning(self.label_stats)
         if message:
             logger.warning(message)
+
+    def _summarize_labels(self):
+        """:func:`zeroed_summary` of the current labels under this config."""
+        c = self.config
+        return zeroed_summary(self.labels, c.cut, c.scc_probability, c.tau)
 
     def _fit_stage(self, stage, data, inputs, device, dtype, bar):
         with seeded(stage_seed(self.config.seed, stage)):
@@ -542,6 +548,5 @@ class CRCLMethod(CorrespondenceMethod):
         state = dict(state)
         labels = state.pop("scc_labels", None)
         self.labels = None if labels is None else labels.float().numpy().copy()
-        self.label_stats = None if self.labels is None else zeroed_summary(
-            self.labels, self.config.cut, self.config.scc_probability, self.config.tau)
+        self.label_stats = None if self.labels is None else self._summarize_labels()
         super().load_state_dict(state)

@@ -23,7 +23,12 @@ import torch.nn.functional as F
 from fiftyone_ncl.core.acl import acl_direction
 from fiftyone_ncl.core.losses import eye_mask, infonce_from_log_probs, similarity_logits
 from fiftyone_ncl.core.mi import grad_reverse
-from fiftyone_ncl.core.soft_targets import hard_targets, soft_cross_entropy_from_log_probs, soft_targets
+from fiftyone_ncl.core.soft_targets import (
+    hard_targets,
+    soft_cross_entropy_from_log_probs,
+    soft_cross_entropy_rows,
+    soft_targets,
+)
 
 
 class LogProbs(NamedTuple):
@@ -83,12 +88,6 @@ def match_loss(lp, same, w, ramp, ramp_value, config, teacher=None):
         return 0.5 * ((rw * rows).sum() / total + (rw * cols).sum() / total)
     y = hard_targets(same)
     return 0.5 * (soft_cross_entropy_from_log_probs(lp.i2t, y, rw) + soft_cross_entropy_from_log_probs(lp.t2i, y, rw))
-
-
-def soft_cross_entropy_rows(logp, targets):
-    """(B,) ``-sum_j targets_ij logp_ij`` per row (the unreduced
-    :func:`~fiftyone_ncl.core.soft_targets.soft_cross_entropy_from_log_probs`)."""
-    return -(targets * logp.masked_fill(targets == 0, 0.0)).sum(-1)
 
 
 def robust_match_loss(lp, rows, row_weights, same, w, min_w, lam):
