@@ -4,6 +4,7 @@ benchmarks (the same training on clean pairs only)."""
 import numpy as np
 import torch
 
+from fiftyone_ncl.core.distributed import split_forward, sync_buffers
 from fiftyone_ncl.core.losses import infonce
 from fiftyone_ncl.core.training import (
     DeviceSums,
@@ -62,6 +63,7 @@ def encode_all(model, inputs, config):
     Returns:
         ``(image_embeddings (N, d), text_embeddings (P, d))`` float32 numpy
     """
+    sync_buffers(model)  # under torchrun: the ranks' BatchNorm statistics averaged
     was_training = model.training
     model.eval()
     dtype = amp_dtype(inputs.device, config.amp)
@@ -108,8 +110,9 @@ def train_infonce(model, data, config, generator, progress=True, desc="infonce",
     def step(batch):
         x_img, x_txt, rows = inputs.batch(batch)
         with autocast(device, dtype, cache=not graphs):
-            v = model.encode_image(x_img)
-            t = model.encode_text(x_txt)
+            # under torchrun: this rank's slice, gathered into the whole batch
+            v = split_forward(model.encode_image, x_img)
+            t = split_forward(model.encode_text, x_txt)
         loss = infonce(v, t, config.tau, positives=inputs.same_image(rows), weights=None if w is None else w[batch])
         stepper.step(loss)
         sums.add(loss)
@@ -130,4 +133,5 @@ def train_infonce(model, data, config, generator, progress=True, desc="infonce",
                 break
     if runner.captures or runner.failure:
         history[-1]["cuda_graphs"] = runner.stats()
+    sync_buffers(model)
     return inputs, history

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fiftyone_ncl.core import distributed
+
 logger = logging.getLogger(__name__)
 
 
@@ -169,6 +171,8 @@ def adam(params, lr, weight_decay=0.0, capturable=False, eps=1e-8):
     ~20 % of a training step of small heads on a CPU. ``capturable``: safe to
     capture in a CUDA graph (its step counter lives on the GPU)."""
     params = [p for p in params]
+    # under torchrun every rank starts from rank 0's weights (core.distributed)
+    distributed.broadcast_parameters(params)
     cls = torch.optim.AdamW if weight_decay else torch.optim.Adam
     kwargs = {"lr": lr, "weight_decay": weight_decay} if weight_decay else {"lr": lr}
     kwargs["eps"] = eps
@@ -196,6 +200,9 @@ class Stepper:
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
+        # under torchrun: the ranks' gradients averaged before clipping, so
+        # every rank clips and steps the one-process gradient
+        distributed.sync_gradients(self.optimizer)
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         if self.scaler is not None:
@@ -219,6 +226,8 @@ class Progress:
     def __init__(self, total, desc, progress=True):
         self.total = max(1, int(total))
         self.desc = desc
+        if not distributed.is_main_process():
+            progress = False  # one bar per distributed fit: rank 0's
         self.done = 0
         self._pending = 0
         self._callback = progress if callable(progress) else None
@@ -340,6 +349,8 @@ def use_cuda_graphs(config, device, dtype, inputs=None):
     files each step)."""
     if device.type != "cuda" or config.cuda_graphs is False or dtype == torch.float16:
         return False
+    if distributed.active() is not None:  # collectives inside a step: not captured
+        return False
     if inputs is not None and (hasattr(inputs.images, "load") or hasattr(inputs.texts, "load")):
         return False
     return True
@@ -460,14 +471,17 @@ def embed_rows(fn, tensor, batch_size, device, dtype=None, to_host=True):
     """Applies ``fn`` to ``tensor`` in batches in eval mode; returns float32
     numpy, or with ``to_host=False`` a float32 tensor on ``device`` (the
     batches stay there: no host round trip, no synchronisation per batch)."""
-    out = []
-    resident = not hasattr(tensor, "load")
-    for start in range(0, len(tensor), batch_size):
-        stop = min(start + batch_size, len(tensor))
-        idx = torch.arange(start, stop, device=tensor.device if resident else "cpu")
-        with autocast(device, dtype):
-            y = fn(batch_inputs(tensor, idx, device)).float()
-        out.append(y if not to_host or y.device.type == "cpu" else y.to("cpu", non_blocking=True))
+    ranks = distributed.active()
+    if ranks is not None:
+        # under torchrun each rank embeds its share of the rows; all of them gathered
+        begin, end = ranks.bounds(len(tensor))
+        if begin == end:  # fewer rows than ranks: an empty share of the right width
+            local = _embed_range(fn, tensor, batch_size, device, dtype, 0, 1)[:0]
+        else:
+            local = _embed_range(fn, tensor, batch_size, device, dtype, begin, end)
+        full = distributed.gather_rows(local, len(tensor))
+        return full.cpu().numpy() if to_host else full
+    out = _embed_range(fn, tensor, batch_size, device, dtype, 0, len(tensor), to_host)
     if not out:
         return np.zeros((0, 0), dtype=np.float32) if to_host else torch.zeros((0, 0), device=device)
     if not to_host:
@@ -475,6 +489,23 @@ def embed_rows(fn, tensor, batch_size, device, dtype=None, to_host=True):
     if torch.device(device).type == "cuda":
         torch.cuda.current_stream(device).synchronize()  # the non-blocking copies above
     return torch.cat(out).numpy()
+
+
+def _embed_range(fn, tensor, batch_size, device, dtype, begin, end, to_host=None):
+    """``fn`` over rows ``begin:end`` in batches: a list of batch outputs
+    (moved to the host without blocking when ``to_host``), or, with
+    ``to_host=None``, their concatenation on ``device``."""
+    out = []
+    resident = not hasattr(tensor, "load")
+    for start in range(begin, end, batch_size):
+        stop = min(start + batch_size, end)
+        idx = torch.arange(start, stop, device=tensor.device if resident else "cpu")
+        with autocast(device, dtype):
+            y = fn(batch_inputs(tensor, idx, device)).float()
+        out.append(y if not to_host or y.device.type == "cpu" else y.to("cpu", non_blocking=True))
+    if to_host is None:
+        return torch.cat(out) if out else None
+    return out
 
 
 def same_image_mask(image_index_batch):

@@ -69,6 +69,7 @@ from fiftyone_ncl.core.acl import (
 )
 from fiftyone_ncl.core.alignment import DeviceInputs, encode_all
 from fiftyone_ncl.core.data import PairScores
+from fiftyone_ncl.core.distributed import split_forward, sync_buffers
 from fiftyone_ncl.core.health import LABEL_ZERO
 from fiftyone_ncl.core.losses import similarity_logits
 from fiftyone_ncl.core.methods.base import CorrespondenceMethod
@@ -402,8 +403,9 @@ class CRCLMethod(CorrespondenceMethod):
         def step(batch):
             x_img, x_txt, rows = inputs.batch(batch)
             with autocast(device, dtype, cache=not graphs):
-                v = model.encode_image(x_img)
-                t = model.encode_text(x_txt)
+                # under torchrun: this rank's slice, gathered into the whole batch
+                v = split_forward(model.encode_image, x_img)
+                t = split_forward(model.encode_text, x_txt)
             logits = similarity_logits(v, t, cfg.tau)
             exclude = inputs.same_image(rows) if cfg.mask_same_image else None
             # one pair of log-softmaxes gives both SCC's p and the loss
@@ -453,6 +455,7 @@ class CRCLMethod(CorrespondenceMethod):
             )
         if runner.captures or runner.failure:
             self.history[-1]["cuda_graphs"] = runner.stats()
+        sync_buffers(model)
         self.stage_history.append(dict(stage=stage, epochs=cfg.stage_epochs(stage), scc_probability=cfg.scc_probability,
                                        **label_stats(self.labels)))
         logger.info("crcl stage %d: %s", stage, self.stage_history[-1])

@@ -53,6 +53,7 @@ import torch
 
 from fiftyone_ncl.core.alignment import DeviceInputs
 from fiftyone_ncl.core.data import PairScores
+from fiftyone_ncl.core.distributed import split_forward, sync_buffers, sync_gradients
 from fiftyone_ncl.core.methods.base import CorrespondenceMethod
 from fiftyone_ncl.core.methods.disncl.nets import build_disncl_net
 from fiftyone_ncl.core.methods.disncl.split import GATE_FALLBACKS, fallback_weights, split_credibility
@@ -390,9 +391,11 @@ def _normalize_on_device(x, where):
 
 def _inner_step(optimizer, loss):
     """One optimiser step of an estimator with its own loss; returns the
-    detached loss (no host synchronisation)."""
+    detached loss (no host synchronisation). Under torchrun the gradient is
+    averaged over the ranks first (core.distributed)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    sync_gradients(optimizer)
     optimizer.step()
     return loss.detach()
 
@@ -532,6 +535,7 @@ class DisNCLMethod(CorrespondenceMethod):
                 self.history.append(record)
         if runner.captures or runner.failure:
             self.history[-1]["cuda_graphs"] = runner.stats()
+        sync_buffers(net)
         net.eval()
 
     def _split(self, inputs, image_index, state):
@@ -583,8 +587,9 @@ class DisNCLMethod(CorrespondenceMethod):
         w = state.w[batch]
         same = inputs.same_image(rows)
         with autocast(device, state.dtype, cache=not state.graphs):
-            ov = net.side(x_img, "image", sample=c.stochastic)
-            ot = net.side(x_txt, "text", sample=c.stochastic)
+            # under torchrun: this rank's slice, gathered into the whole batch
+            ov = split_forward(lambda x: net.side(x, "image", sample=c.stochastic), x_img)
+            ot = split_forward(lambda x: net.side(x, "text", sample=c.stochastic), x_txt)
             rec_v = net.reconstruct(ov["z"], ov["e"], "image").float()
             rec_t = net.reconstruct(ot["z"], ot["e"], "text").float()
         z_v, z_t = ov["z"].float(), ot["z"].float()
@@ -617,6 +622,7 @@ class DisNCLMethod(CorrespondenceMethod):
                 opt.critic.zero_grad(set_to_none=True)
             opt.encoders.step(loss)
             if opt.shared_critic:
+                sync_gradients(opt.critic)
                 opt.critic.step()
                 critic_fit = l_adv.detach()
         sums.add(loss, l_match, l_nce, l_kl, l_rec, l_adv, l_reg, critic_fit, club_fit)
@@ -684,6 +690,7 @@ class DisNCLMethod(CorrespondenceMethod):
         ``mei=False`` skips the MEI heads (the split reads MII only; the MII
         features are the same numbers either way) and returns None for them."""
         net = self.net
+        sync_buffers(net)  # under torchrun: the ranks' BatchNorm statistics averaged
         was_training = net.training
         net.eval()
         dtype = amp_dtype(inputs.device, self.config.amp)
