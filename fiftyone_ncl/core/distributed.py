@@ -22,10 +22,12 @@ How the training stays one computation spread over ranks:
   and, updating them with the same averaged gradients, keeps them equal;
 * eval-mode embedding of all rows is split across ranks and gathered
   (:func:`gather_rows`), so the per-epoch split and scoring see every pair;
-* one thing is not the one-process computation: BatchNorm in a trained
-  image tower (``towers="cnn"``) normalises each rank's slice with that
-  slice's statistics (as DistributedDataParallel does without SyncBatchNorm);
-  the running statistics are averaged over the ranks (:func:`sync_buffers`)
+* BatchNorm in the CNN tower (:class:`SyncedBatchNorm2d`) normalises each
+  rank's slice with the statistics of the whole global batch (the ranks'
+  per-channel sums all-reduced, with gradients), as one process would; any
+  other BatchNorm (an open_clip ResNet) normalises with its slice's
+  statistics, as DistributedDataParallel does without SyncBatchNorm, and its
+  running statistics are averaged over the ranks (:func:`sync_buffers`)
   before eval-mode embedding and at the end of a fit.
 
 Nothing here runs unless :func:`data_parallel` is active: a process outside
@@ -39,6 +41,7 @@ import os
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +130,57 @@ class _GatherRows(torch.autograd.Function):
         dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
         start = sum(ctx.sizes[: ctx.rank])
         return grad[start: start + ctx.sizes[ctx.rank]], None, None, None
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the ranks; the backward sums the gradient over the ranks
+    (each rank's loss is the same replicated loss, see the module notes)."""
+
+    @staticmethod
+    def forward(ctx, tensor, group):
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+class SyncedBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` (same parameters, buffers and checkpoints) whose
+    training-mode statistics, inside :func:`data_parallel`, are those of the
+    whole global batch: the ranks' per-channel sums and sums of squares are
+    all-reduced (with gradients), so each rank's slice is normalised as one
+    process normalises the batch, and the running statistics stay equal on
+    every rank. Elsewhere it is ``nn.BatchNorm2d``. (torch's SyncBatchNorm
+    needs CUDA; this one runs on gloo too.)"""
+
+    def forward(self, x):
+        ranks = _ACTIVE
+        if ranks is None or not self.training or not self.track_running_stats:
+            return super().forward(x)
+        c = x.shape[1]
+        dims = (0, 2, 3)
+        local = torch.cat([x.sum(dim=dims), (x * x).sum(dim=dims), x.new_full((1,), x.numel() / c)])
+        total = _AllReduceSum.apply(local.float(), ranks.group)
+        count = total[-1]
+        mean = total[:c] / count
+        var = (total[c: 2 * c] / count - mean * mean).clamp_min(0.0)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
+            unbiased = var.detach() * (count / (count - 1).clamp_min(1.0))
+            self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        shape = (1, c, 1, 1)
+        y = (x - mean.to(x.dtype).view(shape)) * torch.rsqrt(var + self.eps).to(x.dtype).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
 
 
 def _gather(value, sizes, ranks):

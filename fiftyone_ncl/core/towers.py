@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fiftyone_ncl.core.distributed import SyncedBatchNorm2d
+
 
 class SmallCNN(nn.Module):
     """Two conv blocks (32 and 64 channels) and a linear layer: a tower for
@@ -27,11 +29,11 @@ class SmallCNN(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, padding=1),
-            nn.BatchNorm2d(32),
+            SyncedBatchNorm2d(32),  # nn.BatchNorm2d, with global-batch statistics under torchrun
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1),
-            nn.BatchNorm2d(64),
+            SyncedBatchNorm2d(64),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
         )
