@@ -29,12 +29,7 @@ def _score(args):
     import fiftyone_ncl as ncl
 
     dataset = _load_dataset(args.dataset)
-    try:
-        options = json.loads(args.options) if args.options else {}
-    except ValueError as e:
-        raise ValueError("--options is not JSON (%s); e.g. --options '{\"epochs\": 5}'" % e) from None
-    if not isinstance(options, dict):
-        raise ValueError("--options must be a JSON object, e.g. '{\"epochs\": 5}'")
+    options = parse_options(args.options)
     results = ncl.compute_correspondence(
         dataset,
         args.caption_field,
@@ -57,6 +52,32 @@ def _score(args):
         **options,
     )
     _report(dataset, results, args)
+
+
+def parse_options(text):
+    """``--options``: a JSON object of method options (``{}`` when absent)."""
+    try:
+        options = json.loads(text) if text else {}
+    except ValueError as e:
+        raise ValueError("--options is not JSON (%s); e.g. --options '{\"epochs\": 5}'" % e) from None
+    if not isinstance(options, dict):
+        raise ValueError("--options must be a JSON object, e.g. '{\"epochs\": 5}'")
+    return options
+
+
+def add_input_arguments(p, method=None):
+    """The dataset, caption field, method, run key and input arguments that
+    ``score`` and ``fiftyone_ncl.train`` share."""
+    p.add_argument("dataset")
+    p.add_argument("--caption-field", default="caption")
+    p.add_argument("--method", default=method)
+    p.add_argument("--run-key", default="ncl")
+    p.add_argument("--recipe", default=None, help="open_clip, fields, pixels_minilm, cnn_minilm, open_clip_finetune")
+    p.add_argument("--image-field", default=None, help="precomputed image embeddings field")
+    p.add_argument("--text-field", default=None, help="precomputed caption embeddings field")
+    p.add_argument("--encoder", default=None, help="e.g. open_clip:ViT-B-32:laion2b_s34b_b79k")
+    p.add_argument("--image-encoder", default=None)
+    p.add_argument("--text-encoder", default=None)
 
 
 def _report(dataset, results, args):
@@ -159,16 +180,7 @@ def build_parser():
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("score", help="score the pairs of a FiftyOne dataset")
-    p.add_argument("dataset")
-    p.add_argument("--caption-field", default="caption")
-    p.add_argument("--method", default=None)
-    p.add_argument("--run-key", default="ncl")
-    p.add_argument("--recipe", default=None, help="open_clip, fields, pixels_minilm, cnn_minilm, open_clip_finetune")
-    p.add_argument("--image-field", default=None, help="precomputed image embeddings field")
-    p.add_argument("--text-field", default=None, help="precomputed caption embeddings field")
-    p.add_argument("--encoder", default=None, help="e.g. open_clip:ViT-B-32:laion2b_s34b_b79k")
-    p.add_argument("--image-encoder", default=None)
-    p.add_argument("--text-encoder", default=None)
+    add_input_arguments(p)
     p.add_argument("--model", default=None, help="checkpoint of a trained model")
     p.add_argument("--labels", default=None,
                    help="BooleanField of pairs you judged (True = matches); neighbors/ensemble fit weights on them")

@@ -14,7 +14,6 @@ as a one-process run with that fitted model would. Without torchrun the
 command trains in one process.
 """
 import argparse
-import json
 import logging
 import sys
 
@@ -97,16 +96,9 @@ def main(argv=None):
         prog="torchrun --nproc_per_node N -m fiftyone_ncl.train",
         description="fit a method on a FiftyOne dataset over torchrun's ranks; rank 0 writes the run",
     )
-    parser.add_argument("dataset")
-    parser.add_argument("--caption-field", default="caption")
-    parser.add_argument("--method", default="crcl", help="crcl, disncl, gmm, cosine, neighbors (trained heads)")
-    parser.add_argument("--run-key", default="ncl")
-    parser.add_argument("--recipe", default=None)
-    parser.add_argument("--image-field", default=None, help="precomputed image embeddings field")
-    parser.add_argument("--text-field", default=None, help="precomputed caption embeddings field")
-    parser.add_argument("--encoder", default=None)
-    parser.add_argument("--image-encoder", default=None)
-    parser.add_argument("--text-encoder", default=None)
+    from fiftyone_ncl.cli import add_input_arguments
+
+    add_input_arguments(parser, method="crcl")
     parser.add_argument("--options", default=None, help='method options as JSON, e.g. \'{"epochs": 5}\'')
     parser.add_argument("--decision", default="probability", choices=("probability", "fdr", "top_k", "fraction"))
     parser.add_argument("--level", type=float, default=None)
@@ -117,11 +109,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        options = json.loads(args.options) if args.options else {}
-        if not isinstance(options, dict):
-            raise ValueError("--options must be a JSON object, e.g. '{\"epochs\": 5}'")
         import fiftyone_ncl.fo  # noqa: F401 (first: ranks starting one database take turns)
-        from fiftyone_ncl.cli import _level, _load_dataset, _report
+        from fiftyone_ncl.cli import _level, _load_dataset, _report, parse_options
+
+        options = parse_options(args.options)
 
         dataset = _load_dataset(args.dataset)
         results = train(

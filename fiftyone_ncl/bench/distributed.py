@@ -93,10 +93,14 @@ def worker(spec_path, out_path):
                    "checksums": checksums, "history": history, "settings": settings}, f)
 
 
-def _free_port():
+def torchrun_command(nproc, args):
+    """The command running ``python ARGS...`` as ``nproc`` torchrun ranks on
+    this machine (a free local port for the rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(port)] + list(args)
 
 
 def run_fit(spec, nproc=1, timeout=None, env=None):
@@ -108,8 +112,7 @@ def run_fit(spec, nproc=1, timeout=None, env=None):
             json.dump(spec, f)
         module = ["-m", "fiftyone_ncl.bench.distributed", "worker", spec_path, out_path]
         if nproc > 1:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                   "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] + module
+            cmd = torchrun_command(nproc, module)
         else:
             cmd = [sys.executable] + module
         env = dict(os.environ if env is None else env, OMP_NUM_THREADS="1")

@@ -4,14 +4,12 @@ same weights, and ``torchrun -m fiftyone_ncl.train`` writing the run from
 rank 0 like a one-process run.
 """
 import os
-import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from fiftyone_ncl.bench.distributed import run_fit
+from fiftyone_ncl.bench.distributed import run_fit, torchrun_command
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -56,12 +54,6 @@ def test_two_ranks_train_a_cnn_tower_end_to_end():
     np.testing.assert_allclose([h["loss"] for h in two["history"]], [h["loss"] for h in one["history"]], rtol=1e-3)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.integration
 def test_torchrun_train_writes_the_run_from_rank_zero(make_dataset):
     import fiftyone_ncl as ncl
@@ -69,9 +61,8 @@ def test_torchrun_train_writes_the_run_from_rank_zero(make_dataset):
     dataset = make_dataset(n=300, n_swapped=90, dim=16)
     dataset.persistent = True  # seen by the torchrun processes
     options = '{"stages": [1, 1], "warmup_epochs": 1, "epochs": 2, "seed": 0}'
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "fiftyone_ncl.train", dataset.name, "--method", "crcl",
-           "--image-field", "img", "--text-field", "txt", "--run-key", "ddp", "--options", options, "--quiet"]
+    cmd = torchrun_command(2, ["-m", "fiftyone_ncl.train", dataset.name, "--method", "crcl", "--image-field", "img",
+                               "--text-field", "txt", "--run-key", "ddp", "--options", options, "--quiet"])
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-3000:]
     assert '"run_key": "ddp"' in done.stdout  # rank 0 reported the run, once
