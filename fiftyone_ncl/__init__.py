@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 _API = {
     "compute_correspondence": "fiftyone_ncl.correspondence",
     "evaluate": "fiftyone_ncl.correspondence",
+    "score_in_chunks": "fiftyone_ncl.fo.streaming",
+    "decide_in_chunks": "fiftyone_ncl.fo.streaming",
     "delete_run": "fiftyone_ncl.fo.runs",
     "get_run_info": "fiftyone_ncl.fo.runs",
     "list_runs": "fiftyone_ncl.fo.runs",
@@ -60,6 +62,12 @@ _API = {
     "tag_duplicate_group": "fiftyone_ncl.duplicates",
     "replace_duplicate_captions": "fiftyone_ncl.duplicates",
     "DUPLICATE_TAG": "fiftyone_ncl.duplicates",
+    "queue_sharded_scoring": "fiftyone_ncl.fo.shards",
+    "load_sharded_job": "fiftyone_ncl.fo.shards",
+    "list_sharded_jobs": "fiftyone_ncl.fo.shards",
+    "run_shard": "fiftyone_ncl.fo.shard_worker",
+    "finalize_sharded_scoring": "fiftyone_ncl.fo.shard_global",
+    "ShardedJobError": "fiftyone_ncl.fo.shard_store",
 }
 
 __all__ = sorted(_API)

@@ -10,6 +10,7 @@ only orchestrates; data flows one way::
     scores -> decision -> suggestions           (core)
     -> fields + run record -> maps              (fo.fields, fo.runs, visualize)
 """
+import collections
 import logging
 import numbers
 
@@ -187,29 +188,13 @@ def compute_correspondence(
     Returns:
         a :class:`~fiftyone_ncl.fo.runs.CorrespondenceResults`
     """
-    run_key = _one_key(run_key, brain_key)
-    threshold = _check_threshold(threshold)
-    _check_folds(folds, model)
-    legacy = {k: options.pop(k) for k in _RECIPE_OPTIONS if k in options}
-    auto = (method or (DEFAULT_METHOD if model is None else None)) == "auto"
-    if auto:
-        # every candidate is built now, so bad options fail before any data is read
-        candidates = _auto_candidates(model, options)
-        ncl_method, loaded_from = candidates[0], None
-    else:
-        ncl_method, loaded_from = _resolve_method(method, model, options)
-        candidates = [ncl_method]
-    recipe = make_recipe(
-        recipe, image_embeddings, text_embeddings, encoder, image_encoder, text_encoder,
-        checkpoint_spec=ncl_method.input_spec() if ncl_method.fitted else None, **legacy,
-    )
-    is_list = caption_kind(samples, caption_field) == "list"
-    suffixes = list(dict.fromkeys(
-        s for m in candidates for s in planned_suffixes(type(m), is_list, suggest, store_embeddings)))
-    check_new_run_key(samples, run_key, overwrite, suffixes)
-    _check_decision(decision, level)
-    for candidate in candidates:
-        _check_labels_apply(candidate, labels, decision)
+    plan = plan_run(samples, caption_field, method=method, run_key=run_key, recipe=recipe,
+                    image_embeddings=image_embeddings, text_embeddings=text_embeddings, encoder=encoder,
+                    image_encoder=image_encoder, text_encoder=text_encoder, model=model, labels=labels,
+                    decision=decision, level=level, threshold=threshold, folds=folds, suggest=suggest,
+                    store_embeddings=store_embeddings, overwrite=overwrite, brain_key=brain_key, **options)
+    run_key, threshold, recipe, options = plan.run_key, plan.threshold, plan.recipe, plan.options
+    auto, ncl_method, loaded_from = plan.auto, plan.method, plan.loaded_from
 
     pairs = read_pairs(samples, caption_field)
     phases = PhasedProgress(progress, {"embed": 2, "train": 6 if ncl_method.trains else 0.2, "score": 1, "write": 1})
@@ -309,6 +294,55 @@ def compute_correspondence(
     if health["verdict"] != "ok":
         logger.warning("run %r: %s", run_key, health["summary"])
     return results
+
+
+RunPlan = collections.namedtuple("RunPlan", "run_key threshold auto candidates method loaded_from recipe options")
+
+
+def plan_run(samples, caption_field="caption", method=None, run_key="ncl", recipe=None, image_embeddings=None,
+             text_embeddings=None, encoder=None, image_encoder=None, text_encoder=None, model=None, labels=None,
+             decision="probability", level=None, threshold=0.5, folds=None, suggest=True, store_embeddings=False,
+             overwrite=False, brain_key=None, **options):
+    """Every check :func:`compute_correspondence` makes before it reads or
+    trains anything (run key, method and options, checkpoint, recipe,
+    decision, labels, fields the run would write), for callers that run
+    it elsewhere later (sharded scoring) and must refuse bad arguments now.
+
+    Returns:
+        a ``RunPlan``: ``run_key``, ``threshold``, ``auto`` (the auto
+        trial will choose), ``candidates`` (the methods built: the auto
+        trial's, or the one method), ``method`` (the first of them),
+        ``loaded_from`` (a checkpoint path or None), ``recipe`` (the
+        :class:`~fiftyone_ncl.recipes.InputRecipe`), ``options`` (the
+        method options, former recipe options removed)
+
+    Raises:
+        ValueError: naming the argument, option, field or file at fault
+    """
+    run_key = _one_key(run_key, brain_key)
+    threshold = _check_threshold(threshold)
+    _check_folds(folds, model)
+    legacy = {k: options.pop(k) for k in _RECIPE_OPTIONS if k in options}
+    auto = (method or (DEFAULT_METHOD if model is None else None)) == "auto"
+    if auto:
+        # every candidate is built now, so bad options fail before any data is read
+        candidates = _auto_candidates(model, options)
+        first, loaded_from = candidates[0], None
+    else:
+        first, loaded_from = _resolve_method(method, model, options)
+        candidates = [first]
+    recipe = make_recipe(
+        recipe, image_embeddings, text_embeddings, encoder, image_encoder, text_encoder,
+        checkpoint_spec=first.input_spec() if first.fitted else None, **legacy,
+    )
+    is_list = caption_kind(samples, caption_field) == "list"
+    suffixes = list(dict.fromkeys(
+        s for m in candidates for s in planned_suffixes(type(m), is_list, suggest, store_embeddings)))
+    check_new_run_key(samples, run_key, overwrite, suffixes)
+    _check_decision(decision, level)
+    for candidate in candidates:
+        _check_labels_apply(candidate, labels, decision)
+    return RunPlan(run_key, threshold, auto, candidates, first, loaded_from, recipe, options)
 
 
 def _one_key(run_key, brain_key):

@@ -14,6 +14,7 @@ from .review import (
     UntagMismatches,
 )
 from .runs import DeleteCorrespondenceRun, GetCorrespondenceInfo, RenameCorrespondenceRun
+from .shards import FinalizeShardedCorrespondence, QueueShardedCorrespondence, ScoreShard, ShardedCorrespondenceJobs
 from .visualize import PlotConfidence, VisualizeSubspaces
 
 OPERATORS = (
@@ -30,6 +31,10 @@ OPERATORS = (
     GetCorrespondenceInfo,
     RenameCorrespondenceRun,
     DeleteCorrespondenceRun,
+    QueueShardedCorrespondence,
+    ScoreShard,
+    FinalizeShardedCorrespondence,
+    ShardedCorrespondenceJobs,
 )
 
 

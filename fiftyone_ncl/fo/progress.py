@@ -11,7 +11,7 @@ there).
 import sys
 
 
-def _is_terminal():
+def is_terminal():
     if "ipykernel" in sys.modules:
         return True
     try:
@@ -40,7 +40,7 @@ class PhasedProgress:
     def phase(self, name):
         """The ``progress`` argument to hand to the code doing phase ``name``."""
         if not callable(self.progress):
-            return bool(self.progress) and _is_terminal()
+            return bool(self.progress) and is_terminal()
         start, share = self._start[name]
 
         def report(fraction, label):

@@ -613,12 +613,12 @@ def write_run(samples, run_key, columns, results, cache_writes=(), save_model=No
             if is_view and old_fields:
                 for f in columns:
                     writer.clear_outside(f, ids)
-            _stage_record(samples, run_key, results, journal)
+            stage_record(samples, run_key, results, journal)
             writer.commit()
     dataset.reload()
 
 
-def _stage_record(samples, run_key, results, journal):
+def stage_record(samples, run_key, results, journal):
     """Saves the run's record as a run document that nothing references yet
     (the commit points the dataset at it)."""
     import fiftyone.constants as foc
