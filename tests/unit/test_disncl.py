@@ -416,3 +416,26 @@ def test_high_noise_variants_run(tiny, extra):
     s = DisNCLMethod(**dict(TINY, epochs=3, mi_diagnostics=False, **extra)).fit(data, progress=False).score(
         data, progress=False)
     assert np.all(np.isfinite(s.confidence)) and "split_check" in s.info
+
+
+def test_the_start_follows_the_inputs_and_explicit_options_win(tiny, fitted):
+    from fiftyone_ncl.core.methods.disncl.method import resolve_start
+
+    data, _ = tiny
+    assert data.towers == "frozen"
+    # the default run: CCA-started linear heads at tau 0.2, recorded as concrete values
+    assert (fitted.config.init, fitted.config.head, fitted.config.tau) == ("cca", "linear", 0.2)
+    method = DisNCLMethod(**TINY)
+    assert (method.config.init, method.config.head, method.config.tau) == ("auto", None, None)
+    chosen = resolve_start(method.config, data)
+    assert (chosen.init, chosen.head, chosen.tau) == ("cca", "linear", 0.2)
+    mine = resolve_start(DisNCLMethod(**dict(TINY, tau=0.1, head="mlp")).config, data)
+    assert (mine.init, mine.head, mine.tau) == ("cca", "mlp", 0.1)
+    towers = resolve_start(method.config, data.replace(towers="cnn"))
+    assert (towers.init, towers.head, towers.tau) == ("random", "mlp", 0.05)
+    plain = resolve_start(DisNCLMethod(**dict(TINY, init="random")).config, data)
+    assert (plain.init, plain.head, plain.tau) == ("random", "mlp", 0.05)
+    with pytest.raises(ValueError, match="init must be one of"):
+        DisNCLMethod(init="pca")
+    with pytest.raises(ValueError, match="tau must be a number > 0"):
+        DisNCLMethod(tau=0)
