@@ -39,6 +39,7 @@ import fiftyone.core.odm as foo
 import fiftyone.core.utils as fou
 
 from fiftyone_ncl.core.calibration import fit_mixture
+from fiftyone_ncl.correspondence import _check_threshold
 from fiftyone_ncl.core.decision import check_level, decide, estimate_mismatch_rate
 from fiftyone_ncl.core.health import assess
 from fiftyone_ncl.core.judge import MAX_DECOYS, MIN_DECOYS
@@ -768,8 +769,7 @@ def score_in_chunks(
     chunk_size = _check_chunk_size(chunk_size)
     sample_size = _check_chunk_size(sample_size, "sample_size")
     _check_decision(decision, level)
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
-        raise ValueError("threshold must be a number in [0, 1], got %r" % (threshold,))
+    threshold = _check_threshold(threshold)  # compute_correspondence's own check
     check_new_run_key(samples, run_key, overwrite, SUFFIXES)
     dim = _check_fields(samples, image_embeddings, text_embeddings)
     n = len(samples)
