@@ -44,7 +44,7 @@ class ComputeCorrespondence(foo.Operator):
     def resolve_execution_options(self, ctx):
         # training belongs in a delegated run (no 600 s timeout, progress
         # persisted); a method that does not train over stored fields is quick
-        params = _params(ctx)
+        params = form_params(ctx)
         method = params.get("method", ncl.DEFAULT_METHOD)
         quick = not ncl.method_capabilities(method)["trains"] and params.get("recipe") == "fields"
         return foo.ExecutionOptions(
@@ -55,7 +55,7 @@ class ComputeCorrespondence(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        ready = _compute_inputs(ctx, inputs)
+        ready = compute_inputs(ctx, inputs)
         if not ready:
             inputs.view(
                 "not_ready",
@@ -64,7 +64,7 @@ class ComputeCorrespondence(foo.Operator):
         return types.Property(inputs, view=types.View(label="Compute correspondence"))
 
     def execute(self, ctx):
-        kwargs = compute_kwargs(_params(ctx))
+        kwargs = compute_kwargs(form_params(ctx))
         target = ctx.target_view()
 
         def run(progress):
@@ -85,7 +85,7 @@ class ComputeCorrespondence(foo.Operator):
         return foo.execute_operator(self.uri, ctx, request_delegation=delegate)
 
 
-def _params(ctx):
+def form_params(ctx):
     """The form's values, with earlier releases' parameter names translated."""
     params = dict(ctx.params)
     for old, new in _LEGACY_PARAMS.items():
@@ -110,9 +110,9 @@ def compute_kwargs(params):
     return kwargs
 
 
-def _compute_inputs(ctx, inputs):
+def compute_inputs(ctx, inputs):
     """Builds the form; returns whether everything required is valid."""
-    params = _params(ctx)
+    params = form_params(ctx)
     inputs.view_target(ctx, action_description="Score")
     caption_field = caption_field_input(ctx, inputs)
     ready = caption_field is not None
@@ -202,7 +202,7 @@ def _vector_field_input(ctx, inputs, name, label):
     for f in fields:
         choices.add_choice(f, label=f)
     inputs.enum(name, choices.values(), required=True, label=label, view=choices)
-    return bool(_params(ctx).get(name))
+    return bool(form_params(ctx).get(name))
 
 
 def _labels_input(ctx, inputs):

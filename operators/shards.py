@@ -16,7 +16,7 @@ import fiftyone.operators.types as types
 import fiftyone_ncl as ncl
 
 from ._utils import icons, with_progress
-from .compute import _compute_inputs, _params, compute_kwargs
+from .compute import compute_inputs, compute_kwargs, form_params
 
 # recipes whose method reads pixels or images itself: nothing for shards to split
 _NOT_SHARDABLE = ("cnn_minilm", "open_clip_finetune")
@@ -41,14 +41,14 @@ class QueueShardedCorrespondence(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        ready = _compute_inputs(ctx, inputs)
+        ready = compute_inputs(ctx, inputs)
         ready &= _shard_inputs(ctx, inputs)
         if not ready:
             inputs.view("not_ready", types.Notice(label="Queue is disabled until the fields marked above are valid"))
         return types.Property(inputs, view=types.View(label="Compute correspondence (sharded)"))
 
     def execute(self, ctx):
-        params = _params(ctx)
+        params = form_params(ctx)
         kwargs = compute_kwargs(params)
         # chunk_size / chunk_delay: not in the form; scripted callers (tests) may pass them
         hooks = {k: params[k] for k in ("chunk_size", "chunk_delay") if params.get(k) is not None}
@@ -74,7 +74,7 @@ class QueueShardedCorrespondence(foo.Operator):
 
 def _shard_inputs(ctx, inputs):
     """The shard count and when to finish; returns whether they are valid."""
-    params = _params(ctx)
+    params = form_params(ctx)
     ready = True
     if params.get("recipe") in _NOT_SHARDABLE:
         description = ("Shards split encoder work over stored images and captions; choose another recipe, or run "

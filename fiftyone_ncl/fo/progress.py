@@ -26,10 +26,21 @@ class PhasedProgress:
     Args:
         progress: True, False or a callable ``fn(fraction, label)``
         weights: ordered dict-like of phase name -> share of the total
+        bar (None): for code whose phases draw no bars of their own, a
+            label: :meth:`phase` then always returns a callable, and with
+            ``progress=True`` on a terminal one overall tqdm bar of that label
+            follows every phase. Without it a phase gets ``True`` / ``False``
+            when ``progress`` is not callable, and draws its own bars
     """
 
-    def __init__(self, progress, weights):
+    def __init__(self, progress, weights, bar=None):
         self.progress = progress
+        self._own_bars = not bar
+        self._bar = None
+        if bar and not callable(progress) and progress and is_terminal():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=1000, desc=bar, leave=False)
         total = float(sum(weights.values()))
         self._start = {}
         acc = 0.0
@@ -39,17 +50,30 @@ class PhasedProgress:
 
     def phase(self, name):
         """The ``progress`` argument to hand to the code doing phase ``name``."""
-        if not callable(self.progress):
+        if not callable(self.progress) and self._own_bars:
             return bool(self.progress) and is_terminal()
         start, share = self._start[name]
 
         def report(fraction, label):
-            self.progress(start + share * min(max(fraction, 0.0), 1.0), label)
+            self._report(start + share * min(max(fraction, 0.0), 1.0), label)
 
         return report
 
     def done(self, name, label=None):
         """Marks phase ``name`` complete."""
-        if callable(self.progress):
+        if callable(self.progress) or self._bar is not None:
             start, share = self._start[name]
-            self.progress(start + share, label or name)
+            self._report(start + share, label or name)
+
+    def close(self):
+        """Closes the overall bar, if one is drawn."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _report(self, value, label):
+        if self._bar is not None:
+            self._bar.n = int(1000 * value)
+            self._bar.set_postfix_str(label, refresh=True)
+        elif callable(self.progress):
+            self.progress(value, label)

@@ -46,7 +46,7 @@ from fiftyone_ncl.core.judge import MAX_DECOYS, MIN_DECOYS
 from fiftyone_ncl.fo.embeddings import INFO_SPACE
 from fiftyone_ncl.fo.fields import DESCRIPTIONS, field_name
 from fiftyone_ncl.fo.journal import run_lock
-from fiftyone_ncl.fo.progress import is_terminal
+from fiftyone_ncl.fo.progress import PhasedProgress
 from fiftyone_ncl.fo.runs import (
     CorrespondenceConfig,
     CorrespondenceResults,
@@ -194,11 +194,11 @@ def _check_method(method):
 
 
 def _check_decision(decision, level):
-    if decision not in STREAMABLE_DECISIONS:
-        if decision == "f1":
-            raise ValueError("decision='f1' needs pairs a person marked (labels=), which score_in_chunks does not "
-                             "read; use one of %s" % ", ".join(STREAMABLE_DECISIONS))
-        check_level(decision, level)  # names the known modes
+    """The decision layer's own check, less ``f1`` (it needs marked pairs);
+    ``top_k``'s level is checked once the collection's size is known."""
+    if decision == "f1":
+        raise ValueError("decision='f1' needs pairs a person marked (labels=), which score_in_chunks does not "
+                         "read; use one of %s" % ", ".join(STREAMABLE_DECISIONS))
     if decision != "top_k":
         check_level(decision, level)
 
@@ -641,40 +641,6 @@ def _unset(dataset, fields):
 # the public functions -----------------------------------------------------------
 
 
-class _Progress:
-    """``progress``: True (a bar on a terminal), False, or ``fn(fraction, label)``;
-    phases are slices of one 0..1 scale."""
-
-    def __init__(self, progress, weights):
-        self.fn = progress if callable(progress) else None
-        self.bar = None
-        if self.fn is None and progress and is_terminal():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=1000, desc="score_in_chunks", leave=False)
-        total, acc, self.slices = float(sum(weights.values())), 0.0, {}
-        for name, w in weights.items():
-            self.slices[name] = (acc / total, w / total)
-            acc += w
-
-    def phase(self, name):
-        start, share = self.slices[name]
-
-        def report(fraction, label):
-            value = start + share * min(max(fraction, 0.0), 1.0)
-            if self.fn is not None:
-                self.fn(value, label)
-            elif self.bar is not None:
-                self.bar.n = int(1000 * value)
-                self.bar.set_postfix_str(label, refresh=True)
-
-        return report
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
 @locks_run_key("score_in_chunks")
 def score_in_chunks(
     samples,
@@ -783,7 +749,8 @@ def score_in_chunks(
     sampled = n > sample_size
     size = sample_size if sampled else n
 
-    progress = _Progress(progress, {"sample": 1 if sampled else 4, "decide": 0.2, "write": 6 if sampled else 4})
+    progress = PhasedProgress(progress, {"sample": 1 if sampled else 4, "decide": 0.2, "write": 6 if sampled else 4},
+                               bar="score_in_chunks")
     try:
         if sampled:
             ids = _read_ids(samples, n)
@@ -797,7 +764,7 @@ def score_in_chunks(
         if not sampled:
             _check_distinct(ids)
         decider = _Decider(sim, null, decision, level, n, seed=seed)
-        progress.phase("decide")(1.0, "decided")
+        progress.done("decide", "decided")
         if method == "gmm":
             fit = fit_mixture(sim, higher_is_clean=True, seed=seed)
             calibration = fit.to_dict() if fit is not None else "none: similarities are constant"
@@ -876,7 +843,7 @@ def decide_in_chunks(samples, run_key="ncl", decision="probability", level=None,
                        seed=int(results.info.get("null", {}).get("seed", 0)))
     results.config.decision = decision
     results.config.level = decider.info["level"]
-    progress = _Progress(progress, {"write": 1})
+    progress = PhasedProgress(progress, {"write": 1}, bar="decide_in_chunks")
 
     def scored_chunks():
         docs = _read_docs(samples._dataset, [sim_field], [{"$match": {sim_field: {"$ne": None}}}])
