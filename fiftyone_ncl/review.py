@@ -37,7 +37,7 @@ def tag_mismatches(samples, run_key="ncl", threshold=None, top_k=None, tag=DEFAU
     Returns:
         the number of samples selected (all now carry the tag)
     """
-    config = check_run(samples, run_key)
+    check_run(samples, run_key)  # refuses an unknown or unfinished run
     conf = field_name(run_key, "confidence")
     if top_k is not None and threshold is not None:
         raise ValueError("pass either threshold or top_k, not both")

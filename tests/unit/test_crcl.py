@@ -11,6 +11,7 @@ from fiftyone_ncl.core.methods.baselines import CosineMethod
 from fiftyone_ncl.core.methods.crcl import (
     CRCLConfig,
     CRCLMethod,
+    SCC_BY_START,
     ZEROED_WARNING,
     scc_phase,
     scc_update,
@@ -24,9 +25,15 @@ from fiftyone_ncl.core.metrics import detection_metrics
 from fiftyone_ncl.core.nets import build_dual_encoder
 from fiftyone_ncl.core.noise import inject_random
 from fiftyone_ncl.core.registry import build_method, list_methods, load_method
+from fiftyone_ncl.core.start import resolve_start
 from fiftyone_ncl.core.training import seeded
 
-SMALL = dict(embed_dim=32, hidden_dim=64, batch_size=128, device="cpu")
+# the official start (random MLP heads, tau 0.05, the paper's SCC estimate):
+# these tests check the official code's semantics, which over frozen
+# embeddings is no longer the default start (test_the_start_follows_the_inputs)
+OFFICIAL = dict(init="random", head="mlp", tau=0.05, scc_probability="official")
+HEADS = dict(embed_dim=32, hidden_dim=64, batch_size=128, device="cpu")
+SMALL = dict(HEADS, **OFFICIAL)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -141,12 +148,38 @@ def test_scc_update_on_tensors_is_bit_for_bit_the_reference(alpha, cut, frozen, 
 # method ------------------------------------------------------------------------
 
 
+def test_the_start_follows_the_inputs_and_explicit_options_win():
+    data, _ = synthetic(n=300, seed=6)
+    assert data.towers == "frozen"
+    # the default run over frozen embeddings: the CCA start, recorded as concrete values
+    fitted = CRCLMethod(stages=(1,), warmup_epochs=1, seed=0, **HEADS).fit(data, progress=False)
+    cfg = fitted.config
+    assert (cfg.init, cfg.head, cfg.tau, cfg.scc_probability) == ("cca", "linear", 0.2, "relative")
+    assert fitted.label_stats["scc_probability"] == "relative"
+    default = CRCLConfig()
+    towers = resolve_start(default, data.replace(towers="cnn"), per_start=SCC_BY_START)
+    assert (towers.init, towers.head, towers.tau, towers.scc_probability) == ("random", "mlp", 0.05, "official")
+    mine = resolve_start(CRCLConfig(tau=0.1, scc_probability="official"), data, per_start=SCC_BY_START)
+    assert (mine.init, mine.head, mine.tau, mine.scc_probability) == ("cca", "linear", 0.1, "official")
+    plain = resolve_start(CRCLConfig(init="random"), data, per_start=SCC_BY_START)
+    assert (plain.init, plain.head, plain.tau, plain.scc_probability) == ("random", "mlp", 0.05, "official")
+    # a CCA start the inputs cannot take (towers) falls back to the random one
+    cnn = resolve_start(CRCLConfig(init="cca"), data.replace(towers="cnn"), per_start=SCC_BY_START)
+    assert (cnn.head, cnn.tau, cnn.scc_probability) == ("mlp", 0.05, "official")
+    for bad, match in ((dict(init="pca"), "init must be one of"), (dict(tau=0), "tau must be a number > 0"),
+                       (dict(head="wide"), "head must be None")):
+        with pytest.raises(ValueError, match=match):
+            CRCLConfig(**bad)
+
+
 def test_registered_and_config_round_trip():
     assert "crcl" in list_methods()
     method = build_method("crcl")
     cfg = method.config
     assert (cfg.stages, cfg.warmup_epochs, cfg.alpha, cfg.cut, cfg.lam) == ((6, 6, 6, 25), 2, 0.8, 0.1, 5.0)
-    assert (cfg.tau, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.grad_clip) == (0.05, 5e-4, 0.01, 128, 2.0)
+    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.grad_clip) == (5e-4, 0.01, 128, 2.0)
+    # the start (init, head, tau, SCC estimate) follows the inputs at fit time
+    assert (cfg.init, cfg.head, cfg.tau, cfg.scc_probability) == ("auto", None, None, None)
     assert cfg.lr_update == 15
     again = CRCLConfig(**json.loads(json.dumps(method.config_dict())))
     assert again == cfg  # lists come back as tuples
@@ -155,7 +188,6 @@ def test_registered_and_config_round_trip():
     for bad in (dict(stages=[]), dict(alpha=1.5), dict(cut=1.0), dict(lr_update=0), dict(stages=[-1])):
         with pytest.raises(ValueError):
             CRCLConfig(**bad)
-    assert cfg.scc_probability == "official"
     assert CRCLConfig(scc_probability="relative").scc_probability == "relative"
     with pytest.raises(ValueError, match="scc_probability.*'official', 'relative'.*'ratio'"):
         CRCLConfig(scc_probability="ratio")
@@ -237,7 +269,7 @@ def test_crcl_confidence_beats_cosine_on_injected_noise():
     for seed in (0, 1, 2):
         data, noisy = synthetic(seed=seed)
         crcl = CRCLMethod(seed=seed, **kwargs).fit(data, progress=False).score(data, progress=False)
-        cos = CosineMethod(train_heads=True, epochs=budget, seed=seed, **SMALL).fit(data, progress=False)
+        cos = CosineMethod(train_heads=True, epochs=budget, seed=seed, **HEADS).fit(data, progress=False)
         cos = cos.score(data, progress=False)
         auroc_crcl = detection_metrics(noisy, crcl.confidence)["auroc"]
         auroc_cos = detection_metrics(noisy, cos.confidence)["auroc"]
@@ -372,7 +404,7 @@ def test_relative_probability_keeps_clean_many_to_many_labels(caplog):
     0.75 0.71 0.55 0.70 (official: zeroed 1.00 everywhere, clean 1.00)."""
     data, noisy = many_to_many()
     with caplog.at_level(logging.WARNING, logger="fiftyone_ncl.core.methods.crcl"):
-        method = CRCLMethod(scc_probability="relative", **M2M).fit(data, progress=False)
+        method = CRCLMethod(**dict(M2M, scc_probability="relative")).fit(data, progress=False)
     clean_zeroed = np.mean(method.labels[~noisy] == 0)
     noisy_zeroed = np.mean(method.labels[noisy] == 0)
     assert clean_zeroed < 0.3 and noisy_zeroed > clean_zeroed + 0.3

@@ -419,7 +419,7 @@ def test_high_noise_variants_run(tiny, extra):
 
 
 def test_the_start_follows_the_inputs_and_explicit_options_win(tiny, fitted):
-    from fiftyone_ncl.core.methods.disncl.method import resolve_start
+    from fiftyone_ncl.core.start import resolve_start
 
     data, _ = tiny
     assert data.towers == "frozen"

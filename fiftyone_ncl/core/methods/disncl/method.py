@@ -43,7 +43,6 @@ L_match with CRCL's active complementary loss (y = w) instead of the soft
 targets. Each epoch's history record says whether the gate fired and why.
 """
 import copy
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -70,6 +69,7 @@ from fiftyone_ncl.core.methods.disncl.terms import (
 )
 from fiftyone_ncl.core.mi import estimate_club_mi, estimate_infonce_mi
 from fiftyone_ncl.core.reference import reference_confidence
+from fiftyone_ncl.core.start import check_init, resolve_start
 from fiftyone_ncl.core.training import (
     DeviceSums,
     Progress,
@@ -104,7 +104,8 @@ class DisNCLConfig(TrainConfig):
             start from the linear CCA solution (``"cca"``); with towers
             trained end to end they start at random (``"random"``). Chosen
             on the regime suite (README): from random MLP heads at tau 0.05
-            DisNCL ranked below a linear CCA in all 48 noisy cells
+            DisNCL ranked below a linear CCA in all 48 noisy cells; CRCL
+            takes the same start (:mod:`fiftyone_ncl.core.start`)
         head: None (default) = ``"linear"`` when the heads start from CCA,
             ``"mlp"`` otherwise; or as :class:`TrainConfig` says
         tau: None (default) = 0.2 when the heads start from CCA, 0.05
@@ -272,25 +273,6 @@ class DisNCLConfig(TrainConfig):
     mi_steps: int = 300
 
 
-# The start DisNCL takes by default (``init="auto"``), by its inputs: over
-# frozen embeddings a CCA-started linear head at tau 0.2 (the variant that
-# lifted CRCL to CCA's level on the suite), else the paper's random MLP heads
-_STARTS = {"cca": {"head": "linear", "tau": 0.2}, "random": {"head": "mlp", "tau": 0.05}}
-INITS = ("auto", "cca", "random")
-
-
-def resolve_start(config, data):
-    """``config`` with ``init="auto"``, ``head=None`` and ``tau=None``
-    replaced by the concrete start for ``data`` (see :class:`DisNCLConfig`);
-    the concrete values are what the checkpoint records."""
-    init = config.init
-    if init == "auto":
-        init = "cca" if data.towers == "frozen" else "random"
-    start = _STARTS["cca" if init == "cca" and data.towers == "frozen" else "random"]
-    return dataclasses.replace(config, init=init, head=start["head"] if config.head is None else config.head,
-                               tau=start["tau"] if config.tau is None else config.tau)
-
-
 class _Frozen:
     """Context that turns off ``requires_grad`` of some parameters (their
     gradients would only be discarded: they have their own optimisers)."""
@@ -450,8 +432,7 @@ class DisNCLMethod(CorrespondenceMethod):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         c = self.config
-        if c.init not in INITS:
-            raise ValueError("init must be one of %s, got %r" % (", ".join(map(repr, INITS)), c.init))
+        check_init(c.init)
         if c.head not in (None, "mlp", "linear", "auto"):
             raise ValueError("head must be None, 'mlp', 'linear' or 'auto', got %r" % (c.head,))
         if c.tau is not None and c.tau != "auto" and (not _is_number(c.tau) or c.tau <= 0):
