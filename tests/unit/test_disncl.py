@@ -418,23 +418,26 @@ def test_high_noise_variants_run(tiny, extra):
     assert np.all(np.isfinite(s.confidence)) and "split_check" in s.info
 
 
-def test_the_start_follows_the_inputs_and_explicit_options_win(tiny, fitted):
+def test_the_start_is_the_papers_unless_asked_and_explicit_options_win(tiny, fitted):
     from fiftyone_ncl.core.start import resolve_start
 
     data, _ = tiny
     assert data.towers == "frozen"
-    # the default run: CCA-started linear heads at tau 0.2, recorded as concrete values
-    assert (fitted.config.init, fitted.config.head, fitted.config.tau) == ("cca", "linear", 0.2)
+    # the default run: the paper's random MLP heads at tau 0.05, recorded as concrete values
+    assert (fitted.config.init, fitted.config.head, fitted.config.tau) == ("random", "mlp", 0.05)
     method = DisNCLMethod(**TINY)
-    assert (method.config.init, method.config.head, method.config.tau) == ("auto", None, None)
-    chosen = resolve_start(method.config, data)
-    assert (chosen.init, chosen.head, chosen.tau) == ("cca", "linear", 0.2)
-    mine = resolve_start(DisNCLMethod(**dict(TINY, tau=0.1, head="mlp")).config, data)
+    assert (method.config.init, method.config.head, method.config.tau) == ("random", None, None)
+    cca = resolve_start(DisNCLMethod(**dict(TINY, init="cca")).config, data)
+    assert (cca.init, cca.head, cca.tau) == ("cca", "linear", 0.2)
+    auto = resolve_start(DisNCLMethod(**dict(TINY, init="auto")).config, data)
+    assert (auto.init, auto.head, auto.tau) == ("cca", "linear", 0.2)
+    mine = resolve_start(DisNCLMethod(**dict(TINY, init="cca", tau=0.1, head="mlp")).config, data)
     assert (mine.init, mine.head, mine.tau) == ("cca", "mlp", 0.1)
-    towers = resolve_start(method.config, data.replace(towers="cnn"))
+    towers = resolve_start(DisNCLMethod(**dict(TINY, init="auto")).config, data.replace(towers="cnn"))
     assert (towers.init, towers.head, towers.tau) == ("random", "mlp", 0.05)
-    plain = resolve_start(DisNCLMethod(**dict(TINY, init="random")).config, data)
-    assert (plain.init, plain.head, plain.tau) == ("random", "mlp", 0.05)
+    # a CCA-started fit records its concrete start too
+    started = DisNCLMethod(**dict(TINY, init="cca", epochs=2, mi_diagnostics=False)).fit(data, progress=False)
+    assert (started.config.init, started.config.head, started.config.tau) == ("cca", "linear", 0.2)
     with pytest.raises(ValueError, match="init must be one of"):
         DisNCLMethod(init="pca")
     with pytest.raises(ValueError, match="tau must be a number > 0"):

@@ -61,7 +61,7 @@ zeros on clean aligned-classes pairs).
 The start (``init="auto"``, the default): over frozen embeddings the heads
 start as the linear CCA solution, linear at tau 0.2 (from random MLP heads
 at tau 0.05 CRCL ranked below a linear CCA in all 48 noisy cells of the
-regime suite; from the CCA start below it by more than 0.01 in 14); with
+regime suite; from the CCA start below it by more than 0.01 in 13); with
 towers trained end to end the official random MLP heads at tau 0.05.
 """
 import hashlib
