@@ -5,9 +5,9 @@ pixels + MiniLM) the heads start as the linear CCA solution of the pairs,
 as linear maps at tau 0.2: on the regime suite (README) CRCL and DisNCL
 from random MLP heads at tau 0.05 ranked below a linear CCA in every one of
 the 48 noisy cells, and from the CCA start far closer to it (CRCL below it
-by more than 0.01 in 13, DisNCL in 17). With towers trained end to end (a CNN on pixels, open_clip) there is no
-linear solution to start from and the paper's random MLP heads at tau 0.05
-stay. Values the user sets explicitly always win; the concrete ones replace
+by more than 0.01 in 13, DisNCL in 17). With towers trained end to end (a
+CNN on pixels, open_clip) there is no linear solution to start from and the
+paper's random MLP heads at tau 0.05 stay. Values the user sets explicitly always win; the concrete ones replace
 ``"auto"`` / None in the config, so a checkpoint records what ran.
 
 CRCL takes this start by default; DisNCL only when asked (``init="cca"`` or
@@ -53,11 +53,8 @@ def resolve_start(config, data, per_start=None):
     Returns:
         a copy of ``config``
     """
-    init = config.init
-    if init == "auto":
-        init = "cca" if data.towers == "frozen" else "random"
-    kind = start_kind(init, data)
-    changes = {"init": init}
+    kind = start_kind(config.init, data)
+    changes = {"init": kind if config.init == "auto" else config.init}
     options = dict(STARTS[kind])
     options.update({name: values[kind] for name, values in (per_start or {}).items()})
     for name, value in options.items():
