@@ -81,6 +81,9 @@ PROFILES["suite"] = {
     "seeds": [0],
     "settings": {},
 }
+# the same regimes at 300 pairs: where a curator's set is a few hundred pairs
+# and trained heads can memorise them (README, "Small sets")
+PROFILES["suite-small"] = dict(PROFILES["suite"], problems=_suite_problems(size=300), rates=[0.4], seeds=[0, 1])
 PROFILES["lemon"] = {
     "problems": {
         "coco-mini-aligned": {},

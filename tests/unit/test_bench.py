@@ -237,3 +237,14 @@ def test_methods_that_need_embeddings_are_skipped_on_tower_inputs():
     assert [r["method"] for r in rows] == ["auto"] and rows[0]["chosen"] == "gmm"
     assert "towers" in rows[0]["auto_reason"]
     assert any("cca" in line and "skipped" in line for line in lines)
+
+
+def test_the_small_suite_is_every_regime_at_300_pairs():
+    from fiftyone_ncl.bench.cli import PROFILES, load_problems
+    from fiftyone_ncl.datasets.regimes import list_regimes
+
+    profile = PROFILES["suite-small"]
+    assert sorted(profile["problems"]) == sorted("regime:%s" % n for n in list_regimes())
+    # two regimes whose own size differs (5,000 pairs, 5 captions per image)
+    spec = {name: profile["problems"][name] for name in ("regime:unaligned-multicap", "regime:aligned-easy")}
+    assert [p.data.n_pairs for p in load_problems(spec, log=lambda *a: None)] == [300, 300]
