@@ -105,19 +105,28 @@ def head_options(config, data):
     }
 
 
+# refits of the CCA start on the pairs it calls clean (the cca method's default)
+START_REFINE = 2
+
+
 def initial_solution(config, data):
     """The linear CCA solution heads start from (``config.init == "cca"`` over
-    frozen embeddings, fitted on all pairs of ``data``), or None.
+    frozen embeddings), or None: the ``cca`` method's own solution, fitted on
+    all pairs of ``data`` and refitted twice on the pairs it calls clean
+    (:func:`~fiftyone_ncl.core.cca.fit_refined_cca`).
 
     A CCA with a ridge and components chosen on held-out pairs is a strong
     baseline exactly where MLP heads trained on noisy pairs are weak (two
     encoders, modality-exclusive variance dominating): starting there, the
-    methods refine it instead of searching from a random map."""
+    methods refine it instead of searching from a random map. The refits
+    matter on small sets: on 250 pairs of 384- and 512-d vectors one fit on
+    all pairs ranked 0.67 where the refitted one ranked 0.99 (README, "The
+    refitted start")."""
     if not head_options(config, data)["standardize"]:
         return None
-    from fiftyone_ncl.core.cca import fit_cca
+    from fiftyone_ncl.core.cca import fit_refined_cca
 
-    return fit_cca(data.images, data.texts, data.image_index, seed=config.seed)
+    return fit_refined_cca(data.images, data.texts, data.image_index, refine=START_REFINE, seed=config.seed)[0]
 
 
 def init_heads(image_head, text_head, solution):

@@ -183,7 +183,9 @@ def inject_nouns(captions, categories, vocabulary, rate, seed=0):
     _check_rate(rate)
     rng = np.random.default_rng(seed)
     n = len(captions)
-    vocab = sorted(set(vocabulary), key=len, reverse=True)  # "hot dog" before "dog"
+    # "hot dog" before "dog"; ties alphabetical, so that the edits do not
+    # depend on the order a set of strings iterates in (hash-seeded per process)
+    vocab = sorted(set(vocabulary), key=lambda v: (-len(v), v))
     patterns = {v: re.compile(r"\b%ss?\b" % re.escape(v), re.IGNORECASE) for v in vocab}
     new = list(captions)
     noisy = np.zeros(n, dtype=bool)

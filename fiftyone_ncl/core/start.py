@@ -1,11 +1,14 @@
 """Where a trained method starts, chosen by its inputs (``init="auto"``).
 
 With ``init="auto"``, over frozen embeddings (vectors the user stored,
-pixels + MiniLM) the heads start as the linear CCA solution of the pairs,
-as linear maps at tau 0.2: on the regime suite (README) CRCL and DisNCL
-from random MLP heads at tau 0.05 ranked below a linear CCA in every one of
-the 48 noisy cells, and from the CCA start far closer to it (CRCL below it
-by more than 0.01 in 13, DisNCL in 17). With towers trained end to end (a
+pixels + MiniLM) the heads start as the linear CCA solution of the pairs
+(the ``cca`` method's, refitted on the pairs it calls clean:
+:func:`fiftyone_ncl.core.nets.initial_solution`), as linear maps at tau
+0.2: on the regime suite (README) CRCL and DisNCL from random MLP heads at
+tau 0.05 ranked below a linear CCA in every one of the 48 noisy cells, and
+from a CCA start far closer to it (CRCL below it by more than 0.01 in 13
+from a CCA fitted once on all pairs, in 8 from the refitted one; DisNCL in
+17 from the former). With towers trained end to end (a
 CNN on pixels, open_clip) there is no linear solution to start from and the
 paper's random MLP heads at tau 0.05 stay. Values the user sets explicitly always win; the concrete ones replace
 ``"auto"`` / None in the config, so a checkpoint records what ran.

@@ -61,3 +61,26 @@ def test_coco_mini_aligned_is_one_space():
     img = data.images / np.linalg.norm(data.images, axis=1, keepdims=True)
     txt = data.texts / np.linalg.norm(data.texts, axis=1, keepdims=True)
     assert (np.argmax(img @ txt.T, axis=1) == np.arange(data.n_images)).mean() > 0.5
+
+
+def test_noun_edits_do_not_depend_on_the_processs_string_hashing():
+    # same-length category names used to keep the order a set iterates in,
+    # which Python seeds per process: noun-swap cells differed run to run
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from fiftyone_ncl.core.noise import inject_nouns\n"
+        "vocab = ['dog', 'cat', 'cow', 'car', 'bus', 'cup', 'hot dog', 'person', 'pizza', 'zebra', 'horse', 'sheep']\n"
+        "caps = ['a dog near a car', 'a cat on a bus', 'two cows and a sheep', 'a hot dog in a cup'] * 10\n"
+        "cats = [['dog', 'car'], ['cat', 'bus'], ['cow', 'sheep'], ['hot dog', 'cup']] * 10\n"
+        "new, noisy = inject_nouns(caps, cats, vocab, 0.8, seed=0)\n"
+        "print(repr(new))\n"
+    )
+    outputs = set()
+    for hash_seed in ("1", "2", "3"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        outputs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                   check=True).stdout)
+    assert len(outputs) == 1

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fiftyone_ncl.core.cca import cca_similarity, fit_cca
+from fiftyone_ncl.core.cca import cca_similarity, fit_cca, fit_refined_cca
 from fiftyone_ncl.core.metrics import detection_metrics
 from fiftyone_ncl.datasets.regimes import inject, make_pairs
 
@@ -53,3 +53,39 @@ def test_rows_and_bad_inputs():
         fit_cca(d.images, d.texts, d.image_index, rows=np.arange(5))
     with pytest.raises(ValueError, match="backend"):
         fit_cca(d.images, d.texts, d.image_index, backend="nope")
+
+
+def test_refitting_on_the_pairs_called_clean_undoes_the_swaps_pull_on_a_small_set():
+    # fewer pairs (250) than input dimensions (384 / 512): one fit on all pairs
+    # can correlate the swapped pairs too
+    clean = make_pairs(n_pairs=250, image_dim=384, text_dim=512, exclusive_std=1.0, seed=3)
+    data, noisy = inject(clean, "random", 0.4, seed=3)
+    args = (data.images, data.texts, data.image_index)
+    once = _auroc(noisy, cca_similarity(fit_cca(*args, seed=3), *args))
+    model, history = fit_refined_cca(*args, seed=3)
+    refitted = _auroc(noisy, cca_similarity(model, *args))
+    assert refitted > once and refitted > 0.9, (once, refitted)
+    assert [h["round"] for h in history] == [0, 1, 2]
+    assert history[0]["fit_pairs"] == 250 and all(h["fit_pairs"] < 250 for h in history[1:])
+    # refine=0 is the single fit
+    single, history = fit_refined_cca(*args, refine=0, seed=3)
+    np.testing.assert_allclose(single.image_proj, fit_cca(*args, seed=3).image_proj)
+    assert len(history) == 1
+
+
+def test_trained_heads_start_from_the_cca_methods_solution():
+    from fiftyone_ncl.core.methods.crcl import CRCLConfig
+    from fiftyone_ncl.core.nets import initial_solution
+    from fiftyone_ncl.core.registry import build_method
+
+    clean = make_pairs(n_pairs=300, image_dim=48, text_dim=64, exclusive_std=1.0, seed=4)
+    data, _ = inject(clean, "random", 0.4, seed=4)
+    start = initial_solution(CRCLConfig(init="cca", head="linear"), data)
+    cca = build_method("cca").fit(data, progress=False)
+    assert len(cca.history) == 3
+    expected, _ = fit_refined_cca(data.images, data.texts, data.image_index)
+    np.testing.assert_allclose(start.image_proj, expected.image_proj)
+    np.testing.assert_allclose(start.text_proj, expected.text_proj)
+    # ... which is what the cca method ranks with
+    sim = cca.score(data, progress=False).similarity
+    np.testing.assert_allclose(sim, cca_similarity(expected, data.images, data.texts, data.image_index), atol=1e-4)

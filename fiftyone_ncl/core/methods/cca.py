@@ -15,10 +15,7 @@ other methods. Needs frozen embeddings (fields, arrays or an encoder).
 """
 from dataclasses import dataclass
 
-import numpy as np
-
-from fiftyone_ncl.core.calibration import clean_probability
-from fiftyone_ncl.core.cca import cca_similarity, fit_cca
+from fiftyone_ncl.core.cca import fit_refined_cca
 from fiftyone_ncl.core.methods.baselines import BaselineConfig, GMMMethod
 from fiftyone_ncl.core.nets import build_dual_encoder, init_heads
 
@@ -65,21 +62,9 @@ class CCAMethod(GMMMethod):
         if data.towers != "frozen":
             raise ValueError("cca works on embeddings (fields, arrays or an encoder), not on %r inputs" % data.towers)
         c = self.config
-        rows, history = None, []
-        for round_ in range(int(c.refine) + 1):
-            solution = fit_cca(data.images, data.texts, data.image_index, n_components=c.components,
-                               rows=rows, ridge=c.ridge, seed=c.seed)
-            sim = cca_similarity(solution, data.images, data.texts, data.image_index)
-            clean, _ = clean_probability(sim, higher_is_clean=True, seed=c.seed)
-            keep = np.flatnonzero(clean > 0.5)
-            history.append({
-                "round": round_, "fit_pairs": int(data.n_pairs if rows is None else len(rows)),
-                "components": solution.n_components, "ridge": solution.info.get("ridge"),
-                "called_clean": int(len(keep)),
-            })
-            if len(keep) < c.min_refit_pairs:
-                break
-            rows = keep
+        solution, history = fit_refined_cca(data.images, data.texts, data.image_index, refine=c.refine,
+                                            n_components=c.components, ridge=c.ridge,
+                                            min_refit_pairs=c.min_refit_pairs, seed=c.seed)
         self.model = build_dual_encoder(c, data)
         init_heads(self.model.image_head, self.model.text_head, solution)
         self.model.eval()
