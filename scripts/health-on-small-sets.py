@@ -17,7 +17,7 @@ from fiftyone_ncl.bench.problems import regime
 from fiftyone_ncl.bench.runner import make_noisy
 from fiftyone_ncl.core.judge import judge
 from fiftyone_ncl.core.registry import build_method
-from fiftyone_ncl.correspondence import _health
+from fiftyone_ncl.correspondence import _health  # the checks compute_correspondence records on a run
 
 
 def main():

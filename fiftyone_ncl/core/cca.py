@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fiftyone_ncl.core.calibration import clean_probability
+
 COMPONENT_GRID = (1, 2, 4, 8, 16, 32)
 RIDGE_GRID = (1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0)
 
@@ -296,8 +298,6 @@ def fit_refined_cca(images, texts, image_index, refine=2, n_components=None, rid
         ``(model, history)``: the last :class:`CCAModel` and one record per
         fit (pairs fitted, components, ridge, pairs called clean)
     """
-    from fiftyone_ncl.core.calibration import clean_probability
-
     rows, history = None, []
     for round_ in range(int(refine) + 1):
         model = fit_cca(images, texts, image_index, n_components=n_components, rows=rows, ridge=ridge, seed=seed)
