@@ -21,16 +21,36 @@ while the same start lifted CRCL there (0.851 -> 0.942). The README's
 regime section has the tables.
 """
 import dataclasses
+import math
+import numbers
+
+import numpy as np
 
 INITS = ("auto", "cca", "random")
 # head and temperature of each start
 STARTS = {"cca": {"head": "linear", "tau": 0.2}, "random": {"head": "mlp", "tau": 0.05}}
 
 
+HEADS = (None, "mlp", "linear", "auto")
+
+
 def check_init(init):
     """A ValueError naming ``init`` unless it is one of :data:`INITS`."""
     if init not in INITS:
         raise ValueError("init must be one of %s, got %r" % (", ".join(map(repr, INITS)), init))
+
+
+def check_start_options(init, head, tau):
+    """A ValueError naming the option unless ``init``, ``head`` and ``tau``
+    are values :func:`resolve_start` takes (None: follow the start;
+    ``"auto"``: chosen on held-out pairs)."""
+    check_init(init)
+    if head not in HEADS:
+        raise ValueError("head must be None, 'mlp', 'linear' or 'auto', got %r" % (head,))
+    if tau is not None and tau != "auto" and not (
+            isinstance(tau, numbers.Real) and not isinstance(tau, (bool, np.bool_)) and math.isfinite(tau)
+            and tau > 0):
+        raise ValueError("tau must be a number > 0, 'auto' or None, got %r" % (tau,))
 
 
 def start_kind(init, data):

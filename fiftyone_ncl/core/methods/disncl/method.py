@@ -69,7 +69,7 @@ from fiftyone_ncl.core.methods.disncl.terms import (
 )
 from fiftyone_ncl.core.mi import estimate_club_mi, estimate_infonce_mi
 from fiftyone_ncl.core.reference import reference_confidence
-from fiftyone_ncl.core.start import check_init, resolve_start
+from fiftyone_ncl.core.start import check_start_options, resolve_start
 from fiftyone_ncl.core.training import (
     DeviceSums,
     Progress,
@@ -439,11 +439,7 @@ class DisNCLMethod(CorrespondenceMethod):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         c = self.config
-        check_init(c.init)
-        if c.head not in (None, "mlp", "linear", "auto"):
-            raise ValueError("head must be None, 'mlp', 'linear' or 'auto', got %r" % (c.head,))
-        if c.tau is not None and c.tau != "auto" and (not _is_number(c.tau) or c.tau <= 0):
-            raise ValueError("tau must be a number > 0, 'auto' or None, got %r" % (c.tau,))
+        check_start_options(c.init, c.head, c.tau)
         if c.teacher not in ("epoch", "ema"):
             raise ValueError("teacher must be 'epoch' or 'ema', got %r" % c.teacher)
         if not 0.0 <= c.gamma <= 1.0:
